@@ -1,0 +1,13 @@
+"""MRI Bundles: the library that every bundle of the collection imports.
+
+Bundle configs say `"$import mribundles"` and then name `mribundles.data.kspace_slices`,
+`mribundles.bundles.bundle_root`, ...: MONAI binds `import a.b` to the name `a.b`, so the light
+submodules that configs call are imported here. Transforms, networks and handlers are named by
+`_target_` strings, which MONAI imports itself.
+"""
+
+from mribundles import bundles, data, sample_data
+from mribundles.errors import InvalidInputError
+
+__all__ = ["InvalidInputError", "bundles", "data", "sample_data"]
+__version__ = "0.1.0"
