@@ -1,0 +1,34 @@
+"""Locating a bundle's folder, for configs that must run from anywhere.
+
+`python -m monai.bundle run --config_file bundles/X/configs/inference.json` gives a config no
+way to know where its file lies, and model-zoo's `"bundle_root": "."` only works from inside the
+bundle. A config says `"bundle_root": "$mribundles.bundles.bundle_root('X')"` instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# The collection's own bundles, next to the library's source root (common/ -> bundles/).
+COLLECTION_DIR = Path(__file__).resolve().parents[2] / "bundles"
+
+
+def bundle_root(name: str) -> str:
+    """The folder of bundle `name`: the current directory when it is that bundle (the MONAI
+    convention, e.g. after installing a shared bundle elsewhere), else `./bundles/<name>`, else
+    the collection's checkout. `--bundle_root` on the command line still overrides it.
+    """
+    cwd = Path.cwd()
+    for candidate in (cwd, cwd / "bundles" / name, COLLECTION_DIR / name):
+        if _bundle_name(candidate) == name:
+            return str(candidate)
+    raise FileNotFoundError(f"bundle {name!r} not found in {cwd}, {cwd / 'bundles'} or {COLLECTION_DIR}")
+
+
+def _bundle_name(folder: Path) -> str | None:
+    meta = folder / "configs" / "metadata.json"
+    try:
+        return json.loads(meta.read_text()).get("name")
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,79 @@
+"""Write each reconstructed volume as NIfTI and a PNG figure (zero-filled beside reconstruction)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from ignite.engine import Engine, Events  # noqa: E402
+
+from mribundles.io.atomic import atomic_path  # noqa: E402
+from mribundles.io.images import write_image  # noqa: E402
+
+
+class ReconstructionWriter:
+    """Collects the slices of every input file and writes, when the run completes,
+
+    - `<stem>_recon.nii.gz`: the reconstruction, (x, y, slice) = (kx, ky, slice) float32;
+    - `<stem>_recon.png`: the zero-filled image beside the reconstruction, middle slice.
+
+    Slices arrive in any order and any batch size; `kspace_meta_dict` (from `LoadKspaced`)
+    names the source file and slice. Both files are written atomically.
+
+    Args:
+        output_dir: destination folder (created).
+        input_key: batch key of the image to show beside the reconstruction.
+        meta_key: batch key with `filename_or_obj` and `slice`.
+        pred_key: output key of the reconstruction.
+    """
+
+    def __init__(self, output_dir: str, input_key: str = "zero_filled", meta_key: str = "kspace_meta_dict", pred_key: str = "pred"):
+        self.output_dir = Path(output_dir)
+        self.input_key, self.meta_key, self.pred_key = input_key, meta_key, pred_key
+        self._slices: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = defaultdict(dict)
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def collect(self, engine: Engine) -> None:
+        for item, output in zip(engine.state.batch, engine.state.output):
+            meta = item[self.meta_key]
+            source, index = str(meta["filename_or_obj"]), int(meta["slice"])
+            image = item[self.input_key].detach().squeeze(0).float().cpu()
+            pred = output[self.pred_key].detach().squeeze(0).float().cpu()
+            self._slices[source][index] = (image, pred)
+
+    def write(self, engine: Engine | None = None) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for source, slices in self._slices.items():
+            order = sorted(slices)
+            inputs = torch.stack([slices[i][0] for i in order])
+            preds = torch.stack([slices[i][1] for i in order])
+            stem = self.output_dir / (Path(source).name.split(".")[0] + "_recon")
+            # (slice, ky, kx) -> (kx, ky, slice): NIfTI's first axis runs along the image columns.
+            write_image(f"{stem}.nii.gz", preds.permute(2, 1, 0).numpy(), np.eye(4))
+            save_comparison_png(f"{stem}.png", {"zero-filled": inputs[len(order) // 2], "reconstruction": preds[len(order) // 2]})
+            self.written += [Path(f"{stem}.nii.gz"), Path(f"{stem}.png")]
+        self._slices.clear()
+
+
+def save_comparison_png(path: str, images: dict[str, torch.Tensor]) -> None:
+    """Images side by side on one grey scale (the last image's 99.5th percentile), atomically."""
+    vmax = float(np.percentile(list(images.values())[-1].numpy(), 99.5)) or 1.0
+    fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 4.4), squeeze=False)
+    for ax, (title, image) in zip(axes[0], images.items()):
+        ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=vmax)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
