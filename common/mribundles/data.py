@@ -6,7 +6,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mribundles.io.kspace import kspace_shape
+from mribundles.io.kspace import H5_SUFFIXES, kspace_shape
+
+# One name per dataset: BART's .hdr stands beside its .cfl.
+_LISTED_SUFFIXES = {*H5_SUFFIXES, ".npy", ".cfl"}
 
 
 def kspace_slices(files: str | os.PathLike | Sequence[str | os.PathLike], key: str = "kspace") -> list[dict]:
@@ -17,7 +20,7 @@ def kspace_slices(files: str | os.PathLike | Sequence[str | os.PathLike], key: s
     paths = [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
     expanded = []
     for path in paths:
-        expanded.extend(sorted(p for p in path.iterdir() if p.suffix in {".h5", ".npy", ".cfl"}) if path.is_dir() else [path])
+        expanded.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in _LISTED_SUFFIXES) if path.is_dir() else [path])
     items = []
     for path in expanded:
         shape = kspace_shape(path)

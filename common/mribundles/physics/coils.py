@@ -47,7 +47,7 @@ def sens_reduce(kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
 
 
 def estimate_sensitivities(
-    kspace: torch.Tensor, calib_size: tuple[int, int], threshold: float = 0.05
+    kspace: torch.Tensor, calib_size: tuple[int, int], threshold: float = 0.0
 ) -> torch.Tensor:
     """Sensitivity maps from the fully sampled calibration region (low-resolution division).
 
@@ -55,7 +55,9 @@ def estimate_sensitivities(
     coil images and divided by their root-sum-of-squares. This is the estimator of
     SENSE's reference scans and of E2E-VarNet's initialisation; ESPIRiT is more accurate at the
     edges of the object but costs an eigen-decomposition per pixel. Pixels whose low-resolution
-    RSS is below `threshold` times its maximum are set to zero (no signal, no sensitivity).
+    RSS is below `threshold` times its maximum are set to zero. The default keeps every pixel:
+    maps that vanish outside the object force a zero background, while an RSS reference keeps
+    its noise there, which costs SENSE-type reconstructions 0.1-0.2 SSIM against it.
 
     Args:
         kspace: complex (..., coil, ky, kx), centred, fully sampled in the central

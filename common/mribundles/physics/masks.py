@@ -143,6 +143,9 @@ def _centre_box(shape: tuple[int, int], calib: tuple[int, int]) -> np.ndarray:
     return _centre_lines(shape[0], calib[0])[:, None] & _centre_lines(shape[1], calib[1])[None, :]
 
 
+_POISSON_RETRIES = 8
+
+
 def poisson_mask_2d(
     shape: Sequence[int], acceleration: float, calib_size: int | Sequence[int], seed: int
 ) -> torch.Tensor:
@@ -165,8 +168,17 @@ def poisson_mask_2d(
     """
     ky, kx = _check_shape(shape)
     calib = _calib_pair(calib_size)
-    mask = sigpy.mri.poisson((ky, kx), acceleration, calib=calib, dtype=np.float32, seed=int(seed))
-    return torch.from_numpy((mask > 0) | _centre_box((ky, kx), calib))
+    # sigpy's slope search fails for some seeds ("Cannot generate mask to satisfy accel");
+    # retrying with seeds derived from the given one keeps the result a function of the seed.
+    for attempt in range(_POISSON_RETRIES):
+        try:
+            mask = sigpy.mri.poisson((ky, kx), acceleration, calib=calib, dtype=np.float32,
+                                     seed=int(seed) + attempt * 1_000_003)
+            return torch.from_numpy((mask > 0) | _centre_box((ky, kx), calib))
+        except ValueError:
+            continue
+    raise ValueError(f"no Poisson-disc mask of acceleration {acceleration} for shape {(ky, kx)} "
+                     f"and calibration {calib} in {_POISSON_RETRIES} attempts")
 
 
 def gaussian_mask_2d(

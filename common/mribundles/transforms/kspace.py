@@ -20,9 +20,11 @@ from mribundles.errors import InvalidInputError
 from mribundles.io.kspace import load_kspace
 from mribundles.physics.coils import rss
 from mribundles.physics.fft import fft2c, ifft2c
+from mribundles.physics.masks import MASK_KINDS as DRAWN_MASK_KINDS
 from mribundles.physics.masks import make_mask, mask_from_kspace
 
-MASK_KINDS = ("none", "random1d", "equispaced1d", "poisson2d", "gaussian2d")
+# "none" keeps prospectively undersampled data as acquired; the others draw a mask.
+MASK_KINDS = ("none", *DRAWN_MASK_KINDS)
 
 
 class LoadKspaced(MapTransform):
