@@ -1,0 +1,222 @@
+"""Evaluate a reconstruction bundle against zero-filling and L1-wavelet CS on fully sampled data.
+
+Any reconstruction bundle works: its ``configs/inference.json`` supplies ``preprocessing``,
+``prepare_batch``, ``network`` and ``ckpt_path``, and the k-space file and sampling settings are
+overridden. Per slice of the file:
+
+  fully sampled k-space (coil, ky, kx) -> target = RSS, before any undersampling
+  the bundle's preprocessing of the same item (undersamples with the fixed seed) -> its mask
+       -> the bundle's network (batch of one through ``prepare_batch``)
+       -> zero-filled RSS of the fully sampled k-space times that mask
+       -> L1-wavelet CS of the same masked k-space and mask
+
+so all three methods see exactly the same samples. Slices are stacked into volumes
+(slice, H, W) and scored with the library's fastMRI metrics (volume-level, maxval = the target
+volume's maximum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from mribundles.baselines.cs import DEFAULT_LAMDA, l1_wavelet_recon
+from mribundles.data import kspace_slices
+from mribundles.errors import InvalidInputError
+from mribundles.io.kspace import load_kspace
+from mribundles.metrics import nmse, psnr, ssim
+from mribundles.physics.coils import rss
+from mribundles.physics.fft import ifft2c
+from mribundles.physics.masks import MASK_KINDS, mask_from_kspace
+
+__all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon"]
+
+DEFAULT_CS_ITERS = 100
+MIN_SAMPLED_FRACTION = 0.95  # below this a file counts as prospectively undersampled
+
+
+def _require_fully_sampled(kspace: torch.Tensor, path: str | os.PathLike) -> None:
+    fraction = float(mask_from_kspace(kspace).float().mean())
+    if fraction < MIN_SAMPLED_FRACTION:
+        raise InvalidInputError(
+            f"only {100 * fraction:.1f}% of k-space is sampled; evaluate-recon needs fully sampled "
+            "k-space (it undersamples retrospectively and compares with the fully sampled RSS)",
+            path,
+        )
+
+
+def _bundle_name(bundle_dir: Path) -> str:
+    try:
+        return json.loads((bundle_dir / "configs" / "metadata.json").read_text())["name"]
+    except (OSError, ValueError, KeyError):
+        return bundle_dir.name
+
+
+def _load_bundle(bundle_dir: Path, overrides: dict, device: torch.device):
+    """Parse inference.json with overrides -> (preprocessing, prepare_batch, network, postprocessing)."""
+    from monai.bundle import ConfigParser  # MONAI takes seconds to import
+
+    config_file = bundle_dir / "configs" / "inference.json"
+    if not config_file.is_file():
+        raise InvalidInputError("no configs/inference.json in the bundle", bundle_dir)
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_dir)
+    for key, value in overrides.items():
+        parser[key] = value
+    parser.parse()
+    preprocessing = parser.get_parsed_content("preprocessing")
+    prepare_batch = parser.get_parsed_content("prepare_batch")
+    network = parser.get_parsed_content("network")
+    postprocessing = parser.get_parsed_content("postprocessing") if "postprocessing" in parser else None
+
+    ckpt = Path(parser.get_parsed_content("ckpt_path"))
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: no trained weights (ckpt_path of {config_file})")
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a CheckpointSaver dict rather than a plain state_dict
+    network.load_state_dict(state)
+    network.to(device).eval()
+    return preprocessing, prepare_batch, network, postprocessing
+
+
+def _run_network(item: dict, prepare_batch, network, postprocessing, device) -> torch.Tensor:
+    """One preprocessed item -> the network's magnitude image (H, W) on the CPU."""
+    from monai.data import decollate_batch, list_data_collate
+
+    batch = list_data_collate([item])
+    inputs, _, args, kwargs = prepare_batch(batch, device)
+    with torch.no_grad():
+        output = network(inputs, *args, **kwargs)
+    if postprocessing is not None and getattr(postprocessing, "transforms", None):
+        batch["pred"] = output
+        output = postprocessing(decollate_batch(batch)[0])["pred"][None]
+    image = torch.as_tensor(output).detach().to("cpu", torch.float32)
+    if "scale" in item:  # NormalizeKspaced in the preprocessing: undo it
+        image = image * torch.as_tensor(item["scale"]).to(torch.float32)
+    return image.reshape(image.shape[-2:])
+
+
+def evaluate_recon(
+    bundle_dir: str | os.PathLike,
+    kspace_file: str | os.PathLike,
+    mask: str = "random1d",
+    acceleration: float = 4,
+    center_fraction: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    cs_lamda: float = DEFAULT_LAMDA,
+    cs_iters: int = DEFAULT_CS_ITERS,
+) -> dict:
+    """Reconstruct every slice of a fully sampled k-space file three ways and score them.
+
+    Args:
+        bundle_dir: a reconstruction bundle (configs/inference.json, its ckpt_path weights).
+        kspace_file: fully sampled k-space, (coil, ky, kx) or (slice, coil, ky, kx), any
+            format of ``mribundles.io.load_kspace``.
+        mask: one of ``physics.masks.MASK_KINDS`` (not "none": retrospective only).
+        acceleration: undersampling factor R.
+        center_fraction: fully sampled centre; default 0.32 / R (fastMRI's 0.08 at 4x, 0.04 at 8x).
+        seed: mask seed, the same for every slice and method.
+        device: torch device of the network.
+        cs_lamda: relative L1 weight of the CS baseline.
+        cs_iters: iterations of the CS baseline.
+
+    Returns:
+        {"data_file", "bundle", "num_slices", "settings": {...},
+         "methods": {name: {"nmse", "psnr", "ssim", "seconds_per_slice"}}} with the methods
+        <bundle name>, "zero-filled" and "l1-wavelet", in that order.
+
+    Raises:
+        InvalidInputError: bad file (missing, corrupt, NaN, prospectively undersampled), bad
+            mask kind or bad bundle config; FileNotFoundError: missing weights.
+    """
+    if mask not in MASK_KINDS:
+        raise InvalidInputError(
+            f"mask {mask!r} is not a retrospective mask; evaluate-recon needs one of {', '.join(MASK_KINDS)}"
+        )
+    if not acceleration > 1:
+        raise InvalidInputError(f"acceleration must be > 1, got {acceleration}")
+    center_fraction = 0.32 / acceleration if center_fraction is None else float(center_fraction)
+    if not 0 < center_fraction < 1:
+        raise InvalidInputError(f"center fraction must be in (0, 1), got {center_fraction}")
+    bundle_dir, kspace_file = Path(bundle_dir).resolve(), Path(kspace_file)
+    if not bundle_dir.is_dir():
+        raise FileNotFoundError(f"{bundle_dir}: no such bundle folder")
+    items = kspace_slices(kspace_file)  # reads only the header; raises on a missing/bad file
+    first = items[0]
+    _require_fully_sampled(load_kspace(kspace_file, slice_index=first.get("slice")), kspace_file)
+
+    torch_device = torch.device(device)
+    settings = {
+        "mask": mask,
+        "acceleration": acceleration,
+        "center_fraction": center_fraction,
+        "seed": seed,
+        "device": str(torch_device),
+        "cs_lamda": cs_lamda,
+        "cs_iters": cs_iters,
+    }
+    overrides = {
+        "kspace_file": str(kspace_file),
+        "mask": mask,
+        "acceleration": acceleration,
+        "center_fraction": center_fraction,
+        "seed": seed,
+        "device": torch_device,
+    }
+    preprocessing, prepare_batch, network, postprocessing = _load_bundle(bundle_dir, overrides, torch_device)
+    name = _bundle_name(bundle_dir)
+
+    from mribundles.transforms import LoadKspaced, ReferenceImaged
+
+    reference = ReferenceImaged("kspace", "target")
+    load = LoadKspaced("kspace")
+    methods = (name, "zero-filled", "l1-wavelet")
+    images = {m: [] for m in methods}
+    seconds = {m: 0.0 for m in methods}
+    targets = []
+    for entry in items:
+        full = load(entry)
+        _require_fully_sampled(full["kspace"], kspace_file)
+        targets.append(reference(full)["target"][0])
+        item = preprocessing(dict(entry))
+        sampling = torch.as_tensor(item["mask"]).cpu()
+        measured = full["kspace"] * sampling
+
+        start = time.perf_counter()
+        images[name].append(_run_network(item, prepare_batch, network, postprocessing, torch_device))
+        seconds[name] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        images["zero-filled"].append(rss(ifft2c(measured)))
+        seconds["zero-filled"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        images["l1-wavelet"].append(l1_wavelet_recon(measured, sampling, cs_lamda, cs_iters))
+        seconds["l1-wavelet"] += time.perf_counter() - start
+
+    target = torch.stack(targets)
+    maxval = target.max()
+    results = {}
+    for method in methods:
+        volume = torch.stack(images[method])
+        results[method] = {
+            "nmse": nmse(target, volume),
+            "psnr": psnr(target, volume, maxval),
+            "ssim": ssim(target, volume, maxval),
+            "seconds_per_slice": seconds[method] / len(items),
+        }
+    return {
+        "data_file": str(kspace_file),
+        "bundle": name,
+        "bundle_dir": str(bundle_dir),
+        "num_slices": len(items),
+        "settings": settings,
+        "methods": results,
+    }
