@@ -61,13 +61,13 @@ def test_norm_unet_scale_equivariant():
     assert _rel(y_scaled, 1e3 * y) < 1e-4
 
 
-def test_image_unet_residual():
+def test_image_unet_shape_and_scale_equivariance():
     net = ImageUnet(chans=4, num_pools=2).eval()
     x = torch.rand(2, 1, 21, 30)
     with torch.no_grad():
-        y = net(x)
-        torch.testing.assert_close(y - x, net.norm_unet(x))
+        y, y_scaled = net(x), net(1e3 * x)
     assert y.shape == (2, 1, 21, 30)
+    assert _rel(y_scaled, 1e3 * y) < 1e-4
 
 
 def test_complex_channels_round_trip():
@@ -143,3 +143,13 @@ def test_prepare_batch_keys():
     # No label key, or a label key missing from the batch (inference): label is None.
     assert PrepareBatchKeys("kspace")(batch)[1] is None
     assert PrepareBatchKeys("kspace", "target")({"kspace": batch["kspace"]})[1] is None
+
+
+def test_image_unet_is_identity_before_it_learns_a_correction():
+    """The residual lives in the normalised domain: with a zero head the output is the input,
+    on the input's own scale and offset (a residual added outside would add the mean twice)."""
+    model = ImageUnet(chans=4, num_pools=2)
+    torch.nn.init.zeros_(model.norm_unet.unet.head.weight)
+    torch.nn.init.zeros_(model.norm_unet.unet.head.bias)
+    image = torch.rand(2, 1, 21, 30) * 7 + 3
+    torch.testing.assert_close(model(image), image, rtol=1e-5, atol=1e-5)

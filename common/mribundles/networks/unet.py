@@ -79,12 +79,15 @@ class NormUnet(nn.Module):
     Args:
         channels: input and output channels (2 for a complex image as real and imaginary).
         chans, num_pools: as for `Unet`.
+        residual: add the normalised input to the U-Net's output before mapping back, so the
+            U-Net learns a correction (x + std * U(z)) rather than the whole image.
     """
 
-    def __init__(self, channels: int, chans: int = 32, num_pools: int = 4):
+    def __init__(self, channels: int, chans: int = 32, num_pools: int = 4, residual: bool = False):
         super().__init__()
         self.unet = Unet(channels, channels, chans, num_pools)
         self.multiple = 2**num_pools
+        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) real -> (B, C, H, W) real."""
@@ -93,6 +96,8 @@ class NormUnet(nn.Module):
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-        y = self.unet(F.pad((x - mean) / std, padding))
-        y = y[..., padding[2] : padding[2] + h, padding[0] : padding[0] + w]
+        z = (x - mean) / std
+        y = self.unet(F.pad(z, padding))[..., padding[2] : padding[2] + h, padding[0] : padding[0] + w]
+        if self.residual:
+            y = y + z
         return y * std + mean
