@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny fastMRI-layout data simulated from the shipped real image slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mribundles.io import minimal_ismrmrd_header, write_fastmri
+from mribundles.physics.coils import rss
+from mribundles.physics.fft import ifft2c
+from mribundles.physics.simulate import simulate_multicoil_kspace
+from mribundles.sample_data import path as sample_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_simulated_volume(path: Path, images: np.ndarray, num_coils: int = 4, seed: int = 0) -> torch.Tensor:
+    """Simulate multi-coil k-space for (slice, H, W) real images and write a fastMRI .h5."""
+    kspace = torch.stack(
+        [simulate_multicoil_kspace(torch.from_numpy(im), num_coils, 30.0, seed + i)[0] for i, im in enumerate(images)]
+    )
+    h, w = images.shape[1:]
+    write_fastmri(
+        path,
+        kspace,
+        reconstruction_rss=rss(ifft2c(kspace)),
+        ismrmrd_header=minimal_ismrmrd_header((w, h), (w, h)),
+        attrs={"kspace_origin": "simulated from real images"},
+    )
+    return kspace
+
+
+@pytest.fixture(scope="session")
+def tiny_recon_dataset(tmp_path_factory) -> Path:
+    """train/ and val/ folders, each one .h5 of two 4-coil 80x112 slices of a real T1 brain."""
+    root = tmp_path_factory.mktemp("recon_brain")
+    slices = np.load(sample_path("voxelmorph_t1_axial_4slices_80x112.npy"))
+    write_simulated_volume(root / "train" / "subject_a.h5", slices[:2], seed=0)
+    write_simulated_volume(root / "val" / "subject_b.h5", slices[2:], seed=100)
+    return root
