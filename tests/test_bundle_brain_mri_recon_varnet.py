@@ -9,6 +9,7 @@ from bundle_checks import (
     check_inference_on_shipped_brain,
     check_inference_retrospective,
     check_metadata,
+    check_multi_process_train,
     check_train_and_evaluate,
     check_weights,
 )
@@ -34,3 +35,7 @@ def test_inference_runs_on_shipped_real_brain(tmp_path):
 
 def test_inference_with_overridden_file_and_mask(tiny_recon_dataset, tmp_path):
     check_inference_retrospective(BUNDLE, tiny_recon_dataset, tmp_path)
+
+
+def test_multi_gpu_overlay_trains_with_two_processes(tiny_recon_dataset, tmp_path):
+    check_multi_process_train(BUNDLE, tiny_recon_dataset, tmp_path)
