@@ -123,3 +123,19 @@ def check_multi_process_train(bundle: Path, dataset: Path, tmp_path: Path) -> No
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     wf = workflow(bundle, ["inference.json"], "infer")
     wf.parser.get_parsed_content("network_def").load_state_dict(state)
+
+
+def check_bad_input_fails_with_one_line(bundle: Path, tmp_path: Path) -> None:
+    """NaN k-space through the documented command: non-zero exit, the last line names the
+    file and the problem, and no output file is left."""
+    kspace = np.load(REPO / "common/mribundles/sample_data/pulseq_phantom_gre_32ch_ksp.npy")
+    kspace[0, 3, 3] = np.nan
+    bad = tmp_path / "nan_kspace.npy"
+    np.save(bad, kspace)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+           "--kspace_file", str(bad), "--output_dir", str(out)]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"error: {bad}: k-space contains NaN or Inf values"
+    assert not out.exists() or not any(out.iterdir())

@@ -6,6 +6,7 @@ import pytest
 
 from bundle_checks import (
     REPO,
+    check_bad_input_fails_with_one_line,
     check_inference_on_shipped_brain,
     check_inference_retrospective,
     check_metadata,
@@ -39,3 +40,7 @@ def test_inference_with_overridden_file_and_mask(tiny_recon_dataset, tmp_path):
 
 def test_multi_gpu_overlay_trains_with_two_processes(tiny_recon_dataset, tmp_path):
     check_multi_process_train(BUNDLE, tiny_recon_dataset, tmp_path)
+
+
+def test_bad_input_fails_with_one_line_naming_the_file(tmp_path):
+    check_bad_input_fails_with_one_line(BUNDLE, tmp_path)

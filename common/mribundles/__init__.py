@@ -7,7 +7,9 @@ submodules that configs call are imported here. Transforms, networks and handler
 """
 
 from mribundles import bundles, data, sample_data
-from mribundles.errors import InvalidInputError
+from mribundles.errors import InvalidInputError, install_excepthook
+
+install_excepthook()
 
 __all__ = ["InvalidInputError", "bundles", "data", "sample_data"]
 __version__ = "0.1.0"
