@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigWorkflow
 
+from mribundles.bundles import file_sha256
 from mribundles.sharing import verify_bundle_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +48,8 @@ def check_weights(bundle: Path) -> None:
     """Shipped weights: under 25 MB, loadable with weights_only, matching the network."""
     weights = bundle / "models" / "model.pt"
     assert weights.stat().st_size < 25 * 2**20
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["weights_sha256"]["models/model.pt"] == file_sha256(weights)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     wf = workflow(bundle, ["inference.json"], "infer")
     network = wf.parser.get_parsed_content("network_def")

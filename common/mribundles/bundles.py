@@ -32,3 +32,24 @@ def _bundle_name(folder: Path) -> str | None:
         return json.loads(meta.read_text()).get("name")
     except (OSError, ValueError):
         return None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (weights can be tens of MB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_weights_sha256(bundle_dir: str | Path) -> str:
+    """Write the SHA-256 of `models/model.pt` into metadata.json (`weights_sha256`)."""
+    bundle_dir = Path(bundle_dir)
+    meta_file = bundle_dir / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["weights_sha256"] = {"models/model.pt": file_sha256(bundle_dir / "models" / "model.pt")}
+    meta_file.write_text(json.dumps(meta, indent=4) + "\n")
+    return meta["weights_sha256"]["models/model.pt"]
