@@ -112,6 +112,7 @@ def evaluate_recon(
     device: str = "cpu",
     cs_lamda: float = DEFAULT_LAMDA,
     cs_iters: int = DEFAULT_CS_ITERS,
+    baselines: bool = True,
 ) -> dict:
     """Reconstruct every slice of a fully sampled k-space file three ways and score them.
 
@@ -126,6 +127,8 @@ def evaluate_recon(
         device: torch device of the network.
         cs_lamda: relative L1 weight of the CS baseline.
         cs_iters: iterations of the CS baseline.
+        baselines: also run zero-filling and CS (False when they are already known for the
+            same file and mask, e.g. when comparing several bundles).
 
     Returns:
         {"data_file", "bundle", "num_slices", "settings": {...},
@@ -177,7 +180,7 @@ def evaluate_recon(
 
     reference = ReferenceImaged("kspace", "target")
     load = LoadKspaced("kspace")
-    methods = (name, "zero-filled", "l1-wavelet")
+    methods = (name, "zero-filled", "l1-wavelet") if baselines else (name,)
     images = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
     targets = []
@@ -193,6 +196,8 @@ def evaluate_recon(
         images[name].append(_run_network(item, prepare_batch, network, postprocessing, torch_device))
         seconds[name] += time.perf_counter() - start
 
+        if not baselines:
+            continue
         start = time.perf_counter()
         images["zero-filled"].append(rss(ifft2c(measured)))
         seconds["zero-filled"] += time.perf_counter() - start
