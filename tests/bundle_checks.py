@@ -75,7 +75,7 @@ def check_train_and_evaluate(bundle: Path, dataset: Path, tmp_path: Path) -> Non
     evaluate = workflow(bundle, ["train.json", "evaluate.json"], "eval", **{**override, "acceleration": 8, "center_fraction": 0.04})
     assert evaluate.check_properties() == []
     evaluate.run()
-    metrics = dict(line.split("\t") for line in (tmp_path / "eval" / "metrics.csv").read_text().splitlines())
+    metrics = dict(line.split(",") for line in (tmp_path / "eval" / "metrics.csv").read_text().splitlines())
     assert 0 < float(metrics["val_ssim"]) <= 1 and float(metrics["val_psnr"]) > 5
     evaluate.finalize()
 
