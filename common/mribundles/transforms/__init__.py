@@ -6,6 +6,7 @@ from mribundles.transforms.kspace import (
     LoadKspaced,
     NormalizeKspaced,
     ReferenceImaged,
+    RSSImaged,
     UndersampleKspaced,
     ZeroFilld,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "LoadKspaced",
     "NormalizeKspaced",
     "ReferenceImaged",
+    "RSSImaged",
     "UndersampleKspaced",
     "ZeroFilld",
 ]

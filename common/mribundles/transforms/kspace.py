@@ -56,10 +56,10 @@ class LoadKspaced(MapTransform):
         return d
 
 
-class ReferenceImaged(MapTransform):
-    """RSS image of fully sampled k-space, (coil, ky, kx) -> (1, ky, kx): the training target."""
+class RSSImaged(MapTransform):
+    """Root-sum-of-squares image of multi-coil k-space, (coil, ky, kx) -> (1, ky, kx)."""
 
-    def __init__(self, keys: KeysCollection = "kspace", output_key: str = "target"):
+    def __init__(self, keys: KeysCollection = "kspace", output_key: str = "image"):
         super().__init__(keys)
         self.output_key = output_key
 
@@ -68,6 +68,13 @@ class ReferenceImaged(MapTransform):
         for key in self.key_iterator(d):
             d[self.output_key] = rss(ifft2c(d[key])).unsqueeze(0)
         return d
+
+
+class ReferenceImaged(RSSImaged):
+    """RSS image of the fully sampled k-space, before undersampling: the training target."""
+
+    def __init__(self, keys: KeysCollection = "kspace", output_key: str = "target"):
+        super().__init__(keys, output_key)
 
 
 class UndersampleKspaced(Randomizable, MapTransform):
@@ -113,18 +120,12 @@ class UndersampleKspaced(Randomizable, MapTransform):
         return d
 
 
-class ZeroFilld(MapTransform):
-    """RSS of the zero-filled k-space, (coil, ky, kx) -> (1, ky, kx): the naive reconstruction."""
+class ZeroFilld(RSSImaged):
+    """RSS image of the undersampled k-space with zeros where not sampled: the naive
+    reconstruction, and the input of image-domain networks."""
 
     def __init__(self, keys: KeysCollection = "kspace", output_key: str = "zero_filled"):
-        super().__init__(keys)
-        self.output_key = output_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.output_key] = rss(ifft2c(d[key])).unsqueeze(0)
-        return d
+        super().__init__(keys, output_key)
 
 
 class NormalizeKspaced(MapTransform):
