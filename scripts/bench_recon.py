@@ -66,7 +66,7 @@ def bundle_network(config: Path, overrides: dict[str, int]) -> tuple[torch.nn.Mo
     return parser.get_parsed_content("network_def", instantiate=True), sizes
 
 
-def test_slice(coils: int, acceleration: float, center_fraction: float, seed: int):
+def benchmark_slice(coils: int, acceleration: float, center_fraction: float, seed: int):
     """Masked k-space and mask of a real slice at 320x320, in our layout and in fastMRI's."""
     volume = np.load(mribundles.sample_data.path("voxelmorph_t1_axial_4slices_80x112.npy"))
     image = torch.from_numpy(volume[1].copy())
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         sens_pools=sizes["sens_pools"],
     )
     ours.eval(), theirs.eval()
-    our_args, their_args = test_slice(args.coils, args.acceleration, args.center_fraction, args.seed)
+    our_args, their_args = benchmark_slice(args.coils, args.acceleration, args.center_fraction, args.seed)
     models = {"mribundles VarNet (bundle)": (ours, our_args), "fastmri.models.VarNet": (theirs, their_args)}
 
     print(f"config: {args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}")
