@@ -1,6 +1,6 @@
-"""Model-zoo style checks that every reconstruction bundle's configs run on tiny data.
+"""Model-zoo style checks that a reconstruction bundle's configs run on tiny data.
 
-Each bundle's own test module calls these with its folder, so a failure names the bundle.
+tests/test_recon_bundles.py runs each of them for every reconstruction bundle.
 """
 
 from __future__ import annotations

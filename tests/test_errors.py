@@ -21,7 +21,7 @@ def test_found_through_cause_and_context_chains():
             raise original
         except InvalidInputError as exc:
             raise RuntimeError("applying transform LoadKspaced") from exc
-    except RuntimeError as wrapped:
+    except RuntimeError:
         try:
             raise RuntimeError("Failed to evaluate ConfigExpression")  # implicit context
         except RuntimeError as outer:

@@ -1,0 +1,62 @@
+"""Every reconstruction bundle: metadata, weights and each config run on tiny data.
+
+Parametrized by bundle, so each test id (and each failure) names its bundle, model-zoo style.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bundle_checks import (
+    REPO,
+    check_bad_input_fails_with_one_line,
+    check_inference_on_shipped_brain,
+    check_inference_retrospective,
+    check_metadata,
+    check_multi_process_train,
+    check_train_and_evaluate,
+    check_weights,
+)
+
+RECON_BUNDLES = ["brain_mri_recon_varnet", "brain_mri_recon_unet"]
+BUNDLES = [pytest.param(REPO / "bundles" / name, id=name) for name in RECON_BUNDLES]
+
+
+def test_every_bundle_folder_is_tested():
+    """A bundle added without joining a test list would ship untested."""
+    assert sorted(p.name for p in (REPO / "bundles").iterdir() if p.is_dir()) == sorted(RECON_BUNDLES)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_metadata_valid_against_shipped_schema(bundle):
+    check_metadata(bundle)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_shipped_weights_load_into_network(bundle):
+    check_weights(bundle)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_train_one_epoch_then_evaluate(bundle, tiny_recon_dataset, tmp_path):
+    check_train_and_evaluate(bundle, tiny_recon_dataset, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_inference_runs_on_shipped_real_brain(bundle, tmp_path):
+    check_inference_on_shipped_brain(bundle, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_inference_with_overridden_file_and_mask(bundle, tiny_recon_dataset, tmp_path):
+    check_inference_retrospective(bundle, tiny_recon_dataset, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_multi_gpu_overlay_trains_with_two_processes(bundle, tiny_recon_dataset, tmp_path):
+    check_multi_process_train(bundle, tiny_recon_dataset, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_bad_input_fails_with_one_line_naming_the_file(bundle, tmp_path):
+    check_bad_input_fails_with_one_line(bundle, tmp_path)
