@@ -100,7 +100,6 @@ class UndersampleKspaced(Randomizable, MapTransform):
             raise InvalidInputError(f"unknown mask kind {kind!r}; choose one of {', '.join(MASK_KINDS)}")
         self.mask_key, self.kind = mask_key, kind
         self.acceleration, self.center_fraction, self.seed = float(acceleration), float(center_fraction), seed
-        self._seed = seed
 
     def randomize(self, data: object = None) -> None:
         self._seed = self.seed if self.seed is not None else int(self.R.randint(0, 2**31 - 1))
