@@ -12,5 +12,5 @@ def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
 
 def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
     """Real (B, 2C, H, W) -> complex (B, C, H, W); the inverse of `complex_to_channels`."""
-    real, imag = x.chunk(2, dim=1)
-    return torch.complex(real, imag)
+    half = x.shape[1] // 2
+    return torch.complex(x[:, :half], x[:, half:])

@@ -57,7 +57,7 @@ class Unet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_chans, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+        skips: list[torch.Tensor] = []
         for block in self.down:
             x = block(x)
             skips.append(x)
@@ -93,9 +93,9 @@ class NormUnet(nn.Module):
         """(B, C, H, W) real -> (B, C, H, W) real."""
         mean = x.mean(dim=(-2, -1), keepdim=True)
         std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-        h, w = x.shape[-2:]
+        h, w = x.shape[-2], x.shape[-1]
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
-        padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        padding = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
         z = (x - mean) / std
         y = self.unet(F.pad(z, padding))[..., padding[2] : padding[2] + h, padding[0] : padding[0] + w]
         if self.residual:

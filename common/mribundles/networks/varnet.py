@@ -85,7 +85,7 @@ class VarNet(nn.Module):
         self.cascades = nn.ModuleList(VarNetCascade(chans, pools) for _ in range(num_cascades))
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        mask = mask.to(torch.bool).expand(masked_kspace.shape[0], *mask.shape[-2:])
+        mask = mask.to(torch.bool).expand(masked_kspace.shape[0], mask.shape[-2], mask.shape[-1])
         sens_maps = self.sens_net(masked_kspace, mask)
         coil_mask = mask.unsqueeze(1)
         kspace = masked_kspace

@@ -20,7 +20,7 @@ def calibration_mask(mask: torch.Tensor) -> torch.Tensor:
     Returns:
         bool (..., ky, kx), True inside the calibration box.
     """
-    ky, kx = mask.shape[-2:]
+    ky, kx = mask.shape[-2], mask.shape[-1]
     cy, cx = ky // 2, kx // 2
     row, col = mask[..., cy, :].long(), mask[..., :, cx].long()
     half_x = _run_length(row[..., cx:]), _run_length(row[..., : cx + 1].flip(-1))

@@ -12,10 +12,11 @@ import torch
 
 from mribundles.physics.fft import fft2c, ifft2c
 
-_COIL = -3
+# The coil axis is -3 throughout: (..., coil, H, W). Written as a literal below because
+# TorchScript (bundle exports) cannot read module-level constants.
 
 
-def rss(coil_images: torch.Tensor, dim: int = _COIL) -> torch.Tensor:
+def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """Root-sum-of-squares magnitude over the coil dimension: (..., coil, H, W) -> (..., H, W)."""
     return torch.sqrt((coil_images.abs() ** 2).sum(dim))
 
@@ -30,7 +31,7 @@ def sens_expand(image: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
     Returns:
         complex (..., coil, H, W) k-space.
     """
-    return fft2c(sens_maps * image.unsqueeze(_COIL))
+    return fft2c(sens_maps * image.unsqueeze(-3))
 
 
 def sens_reduce(kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ def sens_reduce(kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
     Returns:
         complex (..., H, W).
     """
-    return (sens_maps.conj() * ifft2c(kspace)).sum(_COIL)
+    return (sens_maps.conj() * ifft2c(kspace)).sum(-3)
 
 
 def estimate_sensitivities(
@@ -72,7 +73,7 @@ def estimate_sensitivities(
     ny, nx = min(calib_size[0], ky), min(calib_size[1], kx)
     window = _centred_window(ky, ny, kspace.device)[:, None] * _centred_window(kx, nx, kspace.device)
     low_res = ifft2c(kspace * window)
-    norm = rss(low_res).unsqueeze(_COIL)
+    norm = rss(low_res).unsqueeze(-3)
     support = norm > threshold * norm.amax(dim=(-2, -1), keepdim=True)
     return torch.where(support, low_res / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0)
 

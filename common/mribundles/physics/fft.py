@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-_DIMS = (-2, -1)
-
 
 def fft2c(image: torch.Tensor) -> torch.Tensor:
     """Image -> k-space over the last two dimensions.
@@ -21,8 +19,8 @@ def fft2c(image: torch.Tensor) -> torch.Tensor:
     Returns:
         complex tensor (..., H, W), centred k-space, unitary scaling.
     """
-    shifted = torch.fft.ifftshift(image, dim=_DIMS)
-    return torch.fft.fftshift(torch.fft.fft2(shifted, dim=_DIMS, norm="ortho"), dim=_DIMS)
+    shifted = torch.fft.ifftshift(image, dim=(-2, -1))
+    return torch.fft.fftshift(torch.fft.fft2(shifted, dim=(-2, -1), norm="ortho"), dim=(-2, -1))
 
 
 def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
@@ -34,5 +32,5 @@ def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
     Returns:
         complex tensor (..., ky, kx) in image space.
     """
-    shifted = torch.fft.ifftshift(kspace, dim=_DIMS)
-    return torch.fft.fftshift(torch.fft.ifft2(shifted, dim=_DIMS, norm="ortho"), dim=_DIMS)
+    shifted = torch.fft.ifftshift(kspace, dim=(-2, -1))
+    return torch.fft.fftshift(torch.fft.ifft2(shifted, dim=(-2, -1), norm="ortho"), dim=(-2, -1))
