@@ -6,7 +6,7 @@ submodules that configs call are imported here. Transforms, networks and handler
 `_target_` strings, which MONAI imports itself.
 """
 
-from mribundles import bundles, data, sample_data
+from mribundles import bundles, data, sample_data, tracking
 from mribundles.errors import InvalidInputError, install_excepthook
 
 install_excepthook()

@@ -8,6 +8,8 @@ bundle. A config says `"bundle_root": "$mribundles.bundles.bundle_root('X')"` in
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 # The collection's own bundles, next to the library's source root (common/ -> bundles/).
@@ -15,15 +17,43 @@ COLLECTION_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def bundle_root(name: str) -> str:
-    """The folder of bundle `name`: the current directory when it is that bundle (the MONAI
-    convention, e.g. after installing a shared bundle elsewhere), else `./bundles/<name>`, else
-    the collection's checkout. `--bundle_root` on the command line still overrides it.
+    """The folder of bundle `name`, first found of:
+
+    1. the bundle that holds a config file named on the command line (``--config_file`` of
+       ``python -m monai.bundle run``), so a copy installed anywhere runs with its own weights;
+    2. the current directory, when it is that bundle (the MONAI convention);
+    3. ``./bundles/<name>``;
+    4. the collection's checkout.
+
+    ``--bundle_root`` on the command line still overrides it.
     """
     cwd = Path.cwd()
-    for candidate in (cwd, cwd / "bundles" / name, COLLECTION_DIR / name):
+    candidates = [*_command_line_bundles(), cwd, cwd / "bundles" / name, COLLECTION_DIR / name]
+    for candidate in candidates:
         if _bundle_name(candidate) == name:
             return str(candidate)
     raise FileNotFoundError(f"bundle {name!r} not found in {cwd}, {cwd / 'bundles'} or {COLLECTION_DIR}")
+
+
+_CONFIG_PATH = re.compile(r"[^\s'\",\[\]]+\.(?:json|ya?ml)")
+
+
+def _command_line_bundles() -> list[Path]:
+    """Bundle folders (``<bundle>/configs/<file>``) of the config files named in ``sys.argv``."""
+    folders = []
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg.startswith("--config_file="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--config_file" and i + 1 < len(args):
+            value = args[i + 1]
+        else:
+            continue
+        for path in _CONFIG_PATH.findall(value):
+            folder = Path(path).resolve().parent.parent
+            if folder not in folders:
+                folders.append(folder)
+    return folders
 
 
 def _bundle_name(folder: Path) -> str | None:

@@ -50,6 +50,12 @@ def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cs-lamda", type=float, default=DEFAULT_LAMDA, help="relative L1 weight of the CS baseline")
     parser.add_argument("--cs-iters", type=int, default=DEFAULT_CS_ITERS)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--output-dir", default=None, help="write the comparison figure here (default with --track: ./eval)")
+    parser.add_argument(
+        "--track",
+        action="store_true",
+        help="log to MLflow (MLFLOW_TRACKING_URI, else <output-dir>/mlruns.db): a parent run, one nested run per method",
+    )
 
 
 def format_recon_table(result: dict) -> str:
@@ -70,8 +76,14 @@ def format_recon_table(result: dict) -> str:
 
 
 def _evaluate_recon_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from mribundles.evaluation import evaluate_recon
 
+    output_dir = args.output_dir or ("eval" if args.track else None)
+    figure = None
+    if output_dir is not None:
+        figure = Path(output_dir) / f"{Path(args.bundle).resolve().name}_{args.mask}_R{args.acceleration:g}.png"
     result = evaluate_recon(
         args.bundle,
         args.kspace,
@@ -82,9 +94,29 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
         device=args.device,
         cs_lamda=args.cs_lamda,
         cs_iters=args.cs_iters,
+        figure=figure,
     )
+    if args.track:
+        _track_evaluation(result, figure, output_dir)
     print(json.dumps(result, indent=2) if args.json else format_recon_table(result))
     return 0
+
+
+def _track_evaluation(result: dict, figure, output_dir: str) -> None:
+    """Parent run (bundle, data, settings, figure) with one nested run per method."""
+    from mribundles.tracking import bundle_params, tracked_run
+
+    params = {**bundle_params(result["bundle_dir"]), "data_file": result["data_file"], **result["settings"]}
+    with tracked_run(f"evaluate-recon {result['bundle']}", params, output_dir=output_dir) as (client, parent):
+        if figure is not None:
+            client.log_artifact(parent, str(figure))
+        for method, scores in result["methods"].items():
+            with tracked_run(method, {"method": method}, output_dir=output_dir, parent_run_id=parent) as (_, run_id):
+                for key in ("nmse", "psnr", "ssim", "seconds_per_slice"):
+                    client.log_metric(run_id, key, scores[key])
+                for key, values in scores["per_slice"].items():
+                    for step, value in enumerate(values):
+                        client.log_metric(run_id, f"{key}_per_slice", value, step=step)
 
 
 register(
@@ -93,6 +125,137 @@ register(
     _evaluate_recon_arguments,
     _evaluate_recon_run,
 )
+
+
+# --- sharing: keygen, pack, verify, review, install, publish, fetch ---------------------------
+def _keygen_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=".", help="folder for NAME.key and NAME.pub")
+    parser.add_argument("--name", default="mribundles", help="key file name, e.g. your site")
+
+
+def _keygen_run(args: argparse.Namespace) -> int:
+    from mribundles.sharing.signing import generate_keypair
+
+    private, public = generate_keypair(args.name, args.out)
+    print(f"private key: {private} (keep it secret)\npublic key:  {public} (give it to the sites that trust you)")
+    return 0
+
+
+def _pack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="bundle folder")
+    parser.add_argument("--out", default=".", help="folder for <name>-<version>.zip")
+    parser.add_argument("--sign", metavar="KEY", default=None, help="Ed25519 private key file (from `keygen`)")
+
+
+def _pack_run(args: argparse.Namespace) -> int:
+    from mribundles.sharing.package import open_package, pack_bundle
+
+    path = pack_bundle(args.bundle, args.out, args.sign)
+    package = open_package(path)
+    signed = f"signed by key {package.signature['key_id']}" if package.signature else "unsigned"
+    print(f"{path}: {len(package.files)} files, {signed}")
+    return 0
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("zip", help="bundle zip from `pack`")
+    parser.add_argument("--trusted-keys", metavar="DIR", default=None, help="folder of trusted *.pub keys")
+
+
+def _verify_run(args: argparse.Namespace) -> int:
+    from mribundles.sharing.package import open_package
+
+    package = open_package(args.zip, args.trusted_keys)
+    head = f"{package.path}: {package.name} {package.version}, manifest OK ({len(package.files)} files)"
+    if package.signed_by is not None:
+        print(f"{head}, signature OK by trusted key {package.signed_by.name}")
+        return 0
+    if args.trusted_keys is not None:  # keys given, zip unsigned
+        print(f"error: {package.path}: bundle is unsigned; nothing to check against the trusted keys", file=sys.stderr)
+        return 2
+    state = "signed, but the signature was NOT checked (no --trusted-keys)" if package.signature else "UNSIGNED"
+    print(f"{head}; {state}: treat it as an unsigned bundle")
+    return 0
+
+
+def _review_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="bundle folder or zip")
+
+
+def _review_run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from mribundles.sharing.package import extract_package, open_package
+    from mribundles.sharing.review import review_bundle
+
+    if Path(args.bundle).is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            findings = review_bundle(extract_package(open_package(args.bundle), tmp))
+    else:
+        findings = review_bundle(args.bundle)
+    for finding in findings:
+        print(finding)
+    expressions = sum(f.kind == "expression" for f in findings)
+    print(f"{expressions} expressions and {len(findings) - expressions} targets outside monai/torch/mribundles")
+    return 0
+
+
+def _install_like_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--to", required=True, help="folder to unpack <name>/ into")
+    parser.add_argument("--trusted-keys", metavar="DIR", default=None, help="folder of trusted *.pub keys")
+    parser.add_argument("--allow-code", action="store_true", help="accept config code without a trusted signature")
+
+
+def _install_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("zip", help="bundle zip from `pack`")
+    _install_like_arguments(parser)
+
+
+def _install_run(args: argparse.Namespace) -> int:
+    from mribundles.sharing.install import install_bundle
+
+    print(f"installed {install_bundle(args.zip, args.to, args.trusted_keys, args.allow_code)}")
+    return 0
+
+
+def _publish_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("zip", help="bundle zip from `pack` (signed, for other sites to trust it)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow server (default: MLFLOW_TRACKING_URI)")
+
+
+def _publish_run(args: argparse.Namespace) -> int:
+    from mribundles.sharing.registry import publish_bundle
+
+    info = publish_bundle(args.zip, args.tracking_uri)
+    print(
+        f"published {info['name']} {info['bundle_version']} as registered model version "
+        f"{info['registry_version']} on {info['server']} ({info['signed_by_key']})"
+    )
+    return 0
+
+
+def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="NAME[@VERSION]", help="bundle name, optionally @ its version")
+    _install_like_arguments(parser)
+    parser.add_argument("--tracking-uri", default=None, help="MLflow server (default: MLFLOW_TRACKING_URI)")
+
+
+def _fetch_run(args: argparse.Namespace) -> int:
+    from mribundles.sharing.registry import fetch_bundle
+
+    folder = fetch_bundle(args.spec, args.to, args.trusted_keys, args.allow_code, args.tracking_uri)
+    print(f"installed {folder}\nrun it: python -m monai.bundle run --config_file {folder}/configs/inference.json")
+    return 0
+
+
+register("keygen", "make an Ed25519 key pair for signing bundles", _keygen_arguments, _keygen_run)
+register("pack", "pack a bundle into <name>-<version>.zip with a sha256 manifest, optionally signed", _pack_arguments, _pack_run)
+register("verify", "check a bundle zip's manifest and, with --trusted-keys, its signature", _verify_arguments, _verify_run)
+register("review", "list the code a bundle's configs run ($ expressions, foreign _target_s)", _review_arguments, _review_run)
+register("install", "check a bundle zip and unpack it, refusing unsigned code unless --allow-code", _install_arguments, _install_run)
+register("publish", "register a bundle zip as a model version on the MLflow server", _publish_arguments, _publish_run)
+register("fetch", "download a published bundle from the MLflow server, check it and install it", _fetch_arguments, _fetch_run)
 
 
 # --- entry point ----------------------------------------------------------------------------

@@ -113,6 +113,7 @@ def evaluate_recon(
     cs_lamda: float = DEFAULT_LAMDA,
     cs_iters: int = DEFAULT_CS_ITERS,
     baselines: bool = True,
+    figure: str | os.PathLike | None = None,
 ) -> dict:
     """Reconstruct every slice of a fully sampled k-space file three ways and score them.
 
@@ -129,11 +130,14 @@ def evaluate_recon(
         cs_iters: iterations of the CS baseline.
         baselines: also run zero-filling and CS (False when they are already known for the
             same file and mask, e.g. when comparing several bundles).
+        figure: if given, a PNG of the middle slice: reference beside every method.
 
     Returns:
         {"data_file", "bundle", "num_slices", "settings": {...},
-         "methods": {name: {"nmse", "psnr", "ssim", "seconds_per_slice"}}} with the methods
-        <bundle name>, "zero-filled" and "l1-wavelet", in that order.
+         "methods": {name: {"nmse", "psnr", "ssim", "seconds_per_slice",
+                            "per_slice": {"nmse", "psnr", "ssim"}}}} with the methods
+        <bundle name>, "zero-filled" and "l1-wavelet", in that order. Per-slice figures use
+        the volume's maximum, like the volume-level ones.
 
     Raises:
         InvalidInputError: bad file (missing, corrupt, NaN, prospectively undersampled), bad
@@ -216,7 +220,18 @@ def evaluate_recon(
             "psnr": psnr(target, volume, maxval),
             "ssim": ssim(target, volume, maxval),
             "seconds_per_slice": seconds[method] / len(items),
+            "per_slice": {
+                "nmse": [nmse(target[i : i + 1], volume[i : i + 1]) for i in range(len(items))],
+                "psnr": [psnr(target[i : i + 1], volume[i : i + 1], maxval) for i in range(len(items))],
+                "ssim": [ssim(target[i : i + 1], volume[i : i + 1], maxval) for i in range(len(items))],
+            },
         }
+    if figure is not None:
+        from mribundles.handlers import save_comparison_png
+
+        middle = len(items) // 2
+        panels = {m: images[m][middle].cpu() for m in methods}
+        save_comparison_png(str(figure), {"fully sampled": target[middle].cpu(), **panels})
     return {
         "data_file": str(kspace_file),
         "bundle": name,

@@ -33,13 +33,23 @@ class ReconMetric(Metric):
     def reset(self) -> None:
         self._sum = torch.tensor(0.0, dtype=torch.float64, device=self._device)
         self._count = torch.tensor(0, device=self._device)
+        self._per_slice: list[float] = []
 
     @reinit__is_reduced
     def update(self, output) -> None:
         preds, targets = output
         for pred, target in zip(preds, targets):
-            self._sum += self.metric_fn(target.detach().reshape(target.shape[-2:]), pred.detach().reshape(pred.shape[-2:]))
+            value = self.metric_fn(target.detach().reshape(target.shape[-2:]), pred.detach().reshape(pred.shape[-2:]))
+            self._sum += value
             self._count += 1
+            self._per_slice.append(float(value))
+
+    def completed(self, engine, name: str) -> None:
+        """Also store this process's per-slice values as ``engine.state.metric_details[name]``
+        ((slices, 1), MONAI's convention), for MetricsSaver's per-case table and run tracking."""
+        super().completed(engine, name)
+        if hasattr(engine.state, "metric_details"):
+            engine.state.metric_details[name] = torch.tensor(self._per_slice, dtype=torch.float64).reshape(-1, 1)
 
     @sync_all_reduce("_sum", "_count")
     def compute(self) -> float:

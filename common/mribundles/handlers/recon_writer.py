@@ -77,3 +77,8 @@ def save_comparison_png(path: str, images: dict[str, torch.Tensor]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def slice_names(batch: list[dict], meta_key: str = "kspace_meta_dict") -> list[dict]:
+    """``file#slice`` names of a decollated batch, as MetricsSaver's ``batch_transform`` expects."""
+    return [{"filename_or_obj": f"{Path(str(item[meta_key]['filename_or_obj'])).name}#{int(item[meta_key]['slice'])}"} for item in batch]

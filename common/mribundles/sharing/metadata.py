@@ -13,7 +13,10 @@ offline::
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from mribundles.errors import InvalidInputError
@@ -43,6 +46,23 @@ def _describe(error) -> str:
     return f"invalid value for key '{where or '<top level>'}': {message}"
 
 
+@contextmanager
+def _quiet_monai():
+    """Silence verify_metadata's input summary and its warning that the schema file has no hash:
+    the schema is the one shipped inside this package, not a download."""
+    loggers = [logging.getLogger(name) for name in ("monai.bundle.scripts", "monai.apps.utils", "monai.apps")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No hash value provided")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def verify_bundle_metadata(bundle_dir: str | os.PathLike) -> Path:
     """Verify ``bundle_dir/configs/metadata.json`` with MONAI's ``verify_metadata`` and our schema.
 
@@ -69,7 +89,8 @@ def verify_bundle_metadata(bundle_dir: str | os.PathLike) -> Path:
             "missing required key 'schema' (monai.bundle verify_metadata needs the schema URL)", meta_file
         )
     try:
-        verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA_PATH))
+        with _quiet_monai():
+            verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA_PATH))
     except ValidationError as e:  # in case MONAI ever lets jsonschema's error through
         raise InvalidInputError(_describe(e), meta_file) from e
     except ValueError as e:

@@ -1,0 +1,247 @@
+"""MLflow tracking for bundle runs and for the project's commands.
+
+Two ways in, one store:
+
+- ``python -m monai.bundle run ... --tracking mlflow``: MONAI attaches its ``MLFlowHandler``
+  (parameters max_epochs/epoch_length, per-epoch metrics, the executed config as an artifact).
+  Our configs add `RunLineage`, which writes into that same run what MONAI does not know: the
+  bundle's name, version and weights sha256, the acquisition settings (mask, acceleration,
+  seed, device), per-case metrics and the run's figures.
+- our commands (``mribundles evaluate-recon --track``) open runs with `tracked_run`, nested
+  under a parent run where one command runs several stages or methods, so the lineage
+  k-space -> reconstruction -> analysis reads as a tree in the MLflow UI.
+
+The store is ``MLFLOW_TRACKING_URI`` when set (a shared server), else a SQLite database in the
+run's output folder (MLflow 3 refuses file stores). A server that does not answer is reported
+once and the run is tracked locally instead: tracking never costs a run its outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from ignite.engine import Engine, Events
+
+__all__ = ["RunLineage", "bundle_params", "sqlite_uri", "tracked_run", "tracking_uri"]
+
+logger = logging.getLogger(__name__)
+
+SERVER_TIMEOUT_S = 3.0
+
+
+def sqlite_uri(path: str | os.PathLike) -> str:
+    """``sqlite:///`` URI of a database file (created by MLflow on first use)."""
+    from monai.utils import path_to_sqlite_uri
+
+    return path_to_sqlite_uri(Path(path).resolve())
+
+
+def _server_answers(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def tracking_uri(output_dir: str | os.PathLike) -> str:
+    """The store for a run writing to ``output_dir``.
+
+    ``MLFLOW_TRACKING_URI`` when it is set and, for an http(s) server, answers its health check;
+    otherwise ``<output_dir>/mlruns.db``. When a configured server is down, the fallback is also
+    written to ``MLFLOW_TRACKING_URI`` for this process, because MONAI's MLFlowHandler reads the
+    variable before its argument and would otherwise retry the dead server for minutes and fail.
+    """
+    local = sqlite_uri(Path(output_dir) / "mlruns.db")
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if not configured:
+        return local
+    if configured.startswith(("http://", "https://")) and not _server_answers(configured):
+        logger.warning("MLflow server %s does not answer; tracking this run in %s instead", configured, local)
+        os.environ["MLFLOW_TRACKING_URI"] = local
+        return local
+    return configured
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store go to ``mlruns/`` beside the database (as MONAI does)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlruns").as_uri()
+    return None
+
+
+def bundle_params(bundle_root: str | os.PathLike) -> dict[str, str]:
+    """Name, version and weights sha256 from a bundle's metadata, as MLflow parameters."""
+    import json
+
+    meta = json.loads((Path(bundle_root) / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    params = {"bundle_name": meta.get("name", Path(bundle_root).name), "bundle_version": meta.get("version", "")}
+    for rel, digest in (meta.get("weights_sha256") or {}).items():
+        params["weights_sha256" if rel == "models/model.pt" else f"weights_sha256:{rel}"] = digest
+    return params
+
+
+def _mlflow_handler(engine: Engine):
+    """The MLFlowHandler that `--tracking mlflow` attached to ``engine``, if any.
+
+    MONAI appends it to the engine's handlers when the workflow starts, so a config cannot refer
+    to it; ignite keeps handlers in ``Engine._event_handlers`` and MLFlowHandler registers its
+    bound ``start`` method there, which is how we find it.
+    """
+    from monai.handlers import MLFlowHandler
+
+    for handler, *_ in engine._event_handlers.get(Events.STARTED, []):
+        owner = getattr(handler, "__self__", None)
+        if isinstance(owner, MLFlowHandler):
+            return owner
+    return None
+
+
+class RunLineage:
+    """Lineage for the MLflow run of MONAI's ``--tracking mlflow``; does nothing without it.
+
+    When the run starts it logs the bundle's name, version and weights sha256 and ``params``
+    (the acquisition settings); when it completes, every per-case metric the engine's metric
+    handlers saved (``engine.state.metric_details``, one MLflow step per case) and the figures and
+    tables written to ``output_dir`` during the run. Tracking errors are logged as warnings and
+    never stop the run. Attach it before MONAI's handler (any place in the config's handler list
+    does: MONAI appends its own), so that it writes before the run is closed.
+
+    Args:
+        bundle_root: the bundle folder (its metadata names the bundle and weights).
+        params: further parameters, e.g. ``{"mask": "@mask", "acceleration": "@acceleration"}``.
+        output_dir: folder whose new files matching ``artifacts`` are logged.
+        artifacts: glob patterns of files to log.
+    """
+
+    def __init__(
+        self,
+        bundle_root: str,
+        params: Mapping | None = None,
+        output_dir: str | None = None,
+        artifacts: tuple[str, ...] = ("*.png", "*.csv"),
+    ):
+        self.bundle_root = bundle_root
+        self.params = dict(params or {})
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.artifacts = tuple(artifacts)
+        self._started = time.time()
+
+    def attach(self, engine: Engine) -> None:
+        # EPOCH_STARTED comes after every STARTED handler, MLFlowHandler.start (which opens the run) included.
+        engine.add_event_handler(Events.EPOCH_STARTED(once=1), self.log_params)
+        engine.add_event_handler(Events.COMPLETED, self.log_results)
+
+    def log_params(self, engine: Engine) -> None:
+        self._started = time.time()
+        params = {**bundle_params(self.bundle_root), **{k: str(v) for k, v in self.params.items()}}
+        self._with_run(engine, lambda client, run_id, _: _log_params(client, run_id, params))
+
+    def log_results(self, engine: Engine) -> None:
+        self._with_run(engine, self._log_results_to)
+
+    def _log_results_to(self, client, run_id: str, engine: Engine) -> None:
+        import mlflow
+        import torch
+
+        details = getattr(engine.state, "metric_details", None) or {}
+        now = int(time.time() * 1000)
+        metrics = []
+        for name, values in details.items():
+            flat = torch.as_tensor(values, dtype=torch.float64).reshape(len(values), -1).mean(1)
+            metrics += [mlflow.entities.Metric(f"{name}_per_case", float(v), now, i) for i, v in enumerate(flat)]
+        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+            client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        for path in self._new_files():
+            client.log_artifact(run_id, str(path), artifact_path="outputs")
+        for path in _unlogged_executed_config(handler_artifacts(engine)):
+            client.log_artifact(run_id, str(path))
+
+    def _new_files(self) -> list[Path]:
+        if self.output_dir is None or not self.output_dir.is_dir():
+            return []
+        found = {p for pattern in self.artifacts for p in self.output_dir.glob(pattern)}
+        return sorted(p for p in found if p.is_file() and p.stat().st_mtime >= self._started - 1)
+
+    def _with_run(self, engine: Engine, log) -> None:
+        handler = _mlflow_handler(engine)
+        if handler is None or handler.cur_run is None:
+            return
+        try:
+            log(handler.client, handler.cur_run.info.run_id, engine)
+        except Exception as e:  # MlflowException, connection errors: the run itself must go on
+            logger.warning("MLflow tracking failed, the run continues untracked: %s", " ".join(str(e).split()))
+
+
+def handler_artifacts(engine: Engine) -> tuple:
+    handler = _mlflow_handler(engine)
+    return () if handler is None else tuple(handler.artifacts)
+
+
+_BROKEN_CONFIG_PATH = re.compile(r"^(?P<dir>.+) \+ '/(?P<name>config_\d{8}_\d{6}\.json)'$")
+
+
+def _unlogged_executed_config(artifacts: tuple) -> list[Path]:
+    """The executed config that MONAI's handler will fail to log, when ``--output_dir`` is a path.
+
+    MONAI builds ``save_execute_config`` by appending ``" + '/config_<time>.json'"`` to the raw
+    ``output_dir`` value. That is an expression only when ``output_dir`` is one (``$@bundle_root
+    + ...``); given on the command line as a plain path it becomes the literal string
+    ``"/out + '/config_<time>.json'"``, which names no file, and the config goes unlogged.
+    """
+    found = []
+    for artifact in artifacts:
+        match = _BROKEN_CONFIG_PATH.match(str(artifact or ""))
+        if match and not os.path.exists(artifact):
+            path = Path(match["dir"]) / match["name"]
+            if path.is_file():
+                found.append(path)
+    return found
+
+
+def _log_params(client, run_id: str, params: Mapping[str, str]) -> None:
+    import mlflow
+
+    # MLflow parameters are write-once; a resumed run logs the same values again, so skip those.
+    logged = client.get_run(run_id).data.params
+    new = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+    if new:
+        client.log_batch(run_id, params=new)
+
+
+@contextmanager
+def tracked_run(
+    run_name: str,
+    params: Mapping | None = None,
+    experiment: str = "mribundles",
+    output_dir: str | os.PathLike = ".",
+    parent_run_id: str | None = None,
+) -> Iterator[tuple]:
+    """Open an MLflow run (nested under ``parent_run_id`` when given) and yield ``(client, run_id)``.
+
+    The run ends FINISHED, or FAILED when the body raises. The store is `tracking_uri(output_dir)`.
+    """
+    import mlflow
+
+    uri = tracking_uri(output_dir)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, _artifact_location(uri))
+    tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    if params:
+        _log_params(client, run_id, {k: str(v) for k, v in params.items()})
+    try:
+        yield client, run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
