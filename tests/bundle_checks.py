@@ -77,6 +77,10 @@ def check_train_and_evaluate(bundle: Path, dataset: Path, tmp_path: Path) -> Non
     evaluate.run()
     metrics = dict(line.split(",") for line in (tmp_path / "eval" / "metrics.csv").read_text().splitlines())
     assert 0 < float(metrics["val_ssim"]) <= 1 and float(metrics["val_psnr"]) > 5
+    # Per-slice table: one row per validation slice, named file#slice, whose mean is the metric.
+    rows = [line.split(",") for line in (tmp_path / "eval" / "val_ssim_raw.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["subject_b.h5#0", "subject_b.h5#1"]
+    assert abs(np.mean([float(r[1]) for r in rows]) - float(metrics["val_ssim"])) < 1e-4
     evaluate.finalize()
 
 
@@ -142,3 +146,97 @@ def check_bad_input_fails_with_one_line(bundle: Path, tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == f"error: {bad}: k-space contains NaN or Inf values"
     assert not out.exists() or not any(out.iterdir())
+
+
+def check_tracked_inference(bundle: Path, dataset: Path, tmp_path: Path) -> None:
+    """--tracking mlflow: one run in <output_dir>/mlruns.db holding the bundle's lineage
+    (name, version, weights sha256, acquisition settings), the executed config and the figure.
+    Without tracking no store is created."""
+    import mlflow
+
+    out = tmp_path / "tracked"
+    override = {"kspace_file": str(dataset / "val" / "subject_b.h5"), "output_dir": str(out), "mask": "random1d",
+                "acceleration": 8, "center_fraction": 0.04, "seed": 5, "device": "cpu"}
+    wf = workflow(bundle, ["inference.json"], "infer", tracking="mlflow", **override)
+    wf.run()
+    wf.finalize()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlruns.db")
+    experiment = client.get_experiment_by_name(bundle.name)
+    (run,) = client.search_runs([experiment.experiment_id])
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    params = run.data.params
+    assert params["bundle_name"] == bundle.name and params["bundle_version"] == meta["version"]
+    assert params["weights_sha256"] == meta["weights_sha256"]["models/model.pt"]
+    assert (params["mask"], params["acceleration"], params["seed"], params["device"]) == ("random1d", "8", "5", "cpu")
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
+    assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
+    assert figures == {"outputs/subject_b_recon.png"}
+
+    untracked = tmp_path / "untracked"
+    wf = workflow(bundle, ["inference.json"], "infer", **{**override, "output_dir": str(untracked)})
+    wf.run()
+    wf.finalize()
+    assert (untracked / "subject_b_recon.nii.gz").is_file() and not (untracked / "mlruns.db").exists()
+
+
+def check_torchscript_export(bundle: Path, tmp_path: Path) -> None:
+    """`monai.bundle ckpt_export` of the shipped weights: metadata embedded, same output as eager."""
+    exported = tmp_path / "model.ts"
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(exported),
+           "--ckpt_file", str(bundle / "models" / "model.pt"), "--meta_file", str(bundle / "configs" / "metadata.json"),
+           "--config_file", str(bundle / "configs" / "inference.json")]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    extra = {"metadata.json": ""}
+    scripted = torch.jit.load(str(exported), map_location="cpu", _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["name"] == bundle.name
+
+    network = workflow(bundle, ["inference.json"], "infer").parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
+    network.eval()
+    inputs = _example_inputs(bundle)
+    with torch.no_grad():
+        expected, actual = network(*inputs), scripted(*inputs)
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+def _example_inputs(bundle: Path) -> tuple:
+    """A real input of the bundle's network: the phantom's k-space, undersampled 4x."""
+    from mribundles.physics.coils import rss
+    from mribundles.physics.fft import ifft2c
+    from mribundles.physics.masks import make_mask
+
+    kspace = torch.from_numpy(np.load(REPO / "common/mribundles/sample_data/pulseq_phantom_gre_32ch_ksp.npy"))[:8]
+    mask = make_mask("random1d", kspace.shape[-2:], 4, 0.08, seed=0)
+    masked = (kspace * mask).unsqueeze(0)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    if "kspace" in meta["network_data_format"]["inputs"]:
+        return masked, mask.unsqueeze(0)
+    return (rss(ifft2c(masked)).unsqueeze(1),)
+
+
+def check_unsafe_weights_refused(bundle: Path, tmp_path: Path) -> None:
+    """A model.pt that runs code when unpickled: inference fails and the code never runs,
+    because every load uses torch.load(weights_only=True)."""
+    import shutil
+
+    copy = tmp_path / bundle.name
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("outputs", "eval"))
+    marker = tmp_path / "code_ran"
+    torch.save({"model": _RunsCodeWhenUnpickled(str(marker))}, copy / "models" / "model.pt")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(copy / "configs" / "inference.json"),
+           "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "weights_only" in result.stderr
+    assert not marker.exists()
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))

@@ -99,7 +99,8 @@ def test_cli_json(bundle, kspace_files):
     assert result["data_file"] == str(kspace_files[".npy"])
     assert result["settings"]["mask"] == "equispaced1d" and result["settings"]["center_fraction"] == pytest.approx(0.04)
     assert set(result["methods"]) == set(METHODS)
-    assert all(math.isfinite(v) for m in result["methods"].values() for v in m.values())
+    assert all(math.isfinite(v) for m in result["methods"].values() for k, v in m.items() if k != "per_slice")
+    assert all(len(v) == 2 and all(map(math.isfinite, v)) for m in result["methods"].values() for v in m["per_slice"].values())
 
 
 def test_cli_table(bundle, kspace_files, capsys):
@@ -159,3 +160,28 @@ def test_cli_missing_weights(bundle, kspace_files, tmp_path, capsys):
 def test_refuses_mask_none(bundle, kspace_files):
     with pytest.raises(ValueError, match="none"):
         evaluate_recon(bundle, kspace_files[".npy"], mask="none")
+
+
+def test_cli_track_logs_a_parent_run_with_one_nested_run_per_method(bundle, kspace_files, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from mribundles.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "eval"
+    code = main(["evaluate-recon", "--bundle", str(bundle), "--kspace", str(kspace_files[".h5"]), "--cs-iters", "3",
+                 "--track", "--output-dir", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("mribundles").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert parent.info.run_name == "evaluate-recon brain_mri_recon_varnet" and set(children) == set(METHODS)
+    assert parent.data.params["weights_sha256"] == __import__("mribundles").bundles.file_sha256(bundle / "models" / "model.pt")
+    assert parent.data.params["mask"] == "random1d" and parent.data.params["data_file"] == str(kspace_files[".h5"])
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["brain_mri_recon_varnet_random1d_R4.png"]
+    for method, run in children.items():
+        assert run.data.metrics["psnr"] == pytest.approx(result["methods"][method]["psnr"])
+        history = client.get_metric_history(run.info.run_id, "ssim_per_slice")
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(result["methods"][method]["per_slice"]["ssim"])

@@ -14,7 +14,10 @@ from bundle_checks import (
     check_inference_retrospective,
     check_metadata,
     check_multi_process_train,
+    check_torchscript_export,
+    check_tracked_inference,
     check_train_and_evaluate,
+    check_unsafe_weights_refused,
     check_weights,
 )
 
@@ -60,3 +63,18 @@ def test_multi_gpu_overlay_trains_with_two_processes(bundle, tiny_recon_dataset,
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_bad_input_fails_with_one_line_naming_the_file(bundle, tmp_path):
     check_bad_input_fails_with_one_line(bundle, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_tracked_inference_logs_lineage_to_mlflow(bundle, tiny_recon_dataset, tmp_path):
+    check_tracked_inference(bundle, tiny_recon_dataset, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_torchscript_export_matches_eager(bundle, tmp_path):
+    check_torchscript_export(bundle, tmp_path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_weights_that_run_code_are_refused(bundle, tmp_path):
+    check_unsafe_weights_refused(bundle, tmp_path)

@@ -18,11 +18,11 @@ once and the run is tracked locally instead: tracking never costs a run its outp
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +30,6 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 
 __all__ = ["RunLineage", "bundle_params", "sqlite_uri", "tracked_run", "tracking_uri"]
-
-logger = logging.getLogger(__name__)
 
 SERVER_TIMEOUT_S = 3.0
 
@@ -64,7 +62,8 @@ def tracking_uri(output_dir: str | os.PathLike) -> str:
     if not configured:
         return local
     if configured.startswith(("http://", "https://")) and not _server_answers(configured):
-        logger.warning("MLflow server %s does not answer; tracking this run in %s instead", configured, local)
+        # warnings, not logging: bundle logging.conf files disable loggers created before them.
+        warnings.warn(f"MLflow server {configured} does not answer; tracking this run in {local} instead", stacklevel=2)
         os.environ["MLFLOW_TRACKING_URI"] = local
         return local
     return configured
@@ -78,13 +77,21 @@ def _artifact_location(uri: str) -> str | None:
 
 
 def bundle_params(bundle_root: str | os.PathLike) -> dict[str, str]:
-    """Name, version and weights sha256 from a bundle's metadata, as MLflow parameters."""
+    """Name and version from a bundle's metadata and the sha256 of its weights, as MLflow params.
+
+    The weights are hashed as they are on disk, not copied from the metadata: lineage must name
+    the weights that ran, also when someone retrained them in place.
+    """
     import json
 
-    meta = json.loads((Path(bundle_root) / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    params = {"bundle_name": meta.get("name", Path(bundle_root).name), "bundle_version": meta.get("version", "")}
-    for rel, digest in (meta.get("weights_sha256") or {}).items():
-        params["weights_sha256" if rel == "models/model.pt" else f"weights_sha256:{rel}"] = digest
+    from mribundles.bundles import file_sha256
+
+    root = Path(bundle_root)
+    meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    params = {"bundle_name": meta.get("name", root.name), "bundle_version": meta.get("version", "")}
+    for rel in meta.get("weights_sha256") or {"models/model.pt": None}:
+        if (root / rel).is_file():
+            params["weights_sha256" if rel == "models/model.pt" else f"weights_sha256:{rel}"] = file_sha256(root / rel)
     return params
 
 
@@ -177,7 +184,7 @@ class RunLineage:
         try:
             log(handler.client, handler.cur_run.info.run_id, engine)
         except Exception as e:  # MlflowException, connection errors: the run itself must go on
-            logger.warning("MLflow tracking failed, the run continues untracked: %s", " ".join(str(e).split()))
+            warnings.warn(f"MLflow tracking failed, the run continues untracked: {' '.join(str(e).split())}", stacklevel=2)
 
 
 def handler_artifacts(engine: Engine) -> tuple:
