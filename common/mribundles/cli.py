@@ -76,6 +76,7 @@ def format_recon_table(result: dict) -> str:
 
 
 def _evaluate_recon_run(args: argparse.Namespace) -> int:
+    from functools import partial
     from pathlib import Path
 
     from mribundles.evaluation import evaluate_recon
@@ -84,7 +85,8 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
     figure = None
     if output_dir is not None:
         figure = Path(output_dir) / f"{Path(args.bundle).resolve().name}_{args.mask}_R{args.acceleration:g}.png"
-    result = evaluate_recon(
+    evaluate = partial(
+        evaluate_recon,
         args.bundle,
         args.kspace,
         mask=args.mask,
@@ -96,18 +98,21 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
         cs_iters=args.cs_iters,
         figure=figure,
     )
-    if args.track:
-        _track_evaluation(result, figure, output_dir)
+    result = _tracked_evaluation(evaluate, args.bundle, figure, output_dir) if args.track else evaluate()
     print(json.dumps(result, indent=2) if args.json else format_recon_table(result))
     return 0
 
 
-def _track_evaluation(result: dict, figure, output_dir: str) -> None:
-    """Parent run (bundle, data, settings, figure) with one nested run per method."""
+def _tracked_evaluation(evaluate: Callable[[], dict], bundle: str, figure, output_dir: str) -> dict:
+    """Run ``evaluate`` inside a parent run (bundle, data, settings, figure), then log one
+    nested run per method with its scores, per-slice scores and timing."""
     from mribundles.tracking import bundle_params, tracked_run
 
-    params = {**bundle_params(result["bundle_dir"]), "data_file": result["data_file"], **result["settings"]}
-    with tracked_run(f"evaluate-recon {result['bundle']}", params, output_dir=output_dir) as (client, parent):
+    params = bundle_params(bundle)
+    with tracked_run(f"evaluate-recon {params['bundle_name']}", params, output_dir=output_dir) as (client, parent):
+        result = evaluate()
+        for key, value in {"data_file": result["data_file"], **result["settings"]}.items():
+            client.log_param(parent, key, value)
         if figure is not None:
             client.log_artifact(parent, str(figure))
         for method, scores in result["methods"].items():
@@ -117,6 +122,7 @@ def _track_evaluation(result: dict, figure, output_dir: str) -> None:
                 for key, values in scores["per_slice"].items():
                     for step, value in enumerate(values):
                         client.log_metric(run_id, f"{key}_per_slice", value, step=step)
+    return result
 
 
 register(
