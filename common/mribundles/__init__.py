@@ -11,5 +11,5 @@ from mribundles.errors import InvalidInputError, install_excepthook
 
 install_excepthook()
 
-__all__ = ["InvalidInputError", "bundles", "data", "sample_data"]
+__all__ = ["InvalidInputError", "bundles", "data", "sample_data", "tracking"]
 __version__ = "0.1.0"

@@ -117,7 +117,7 @@ class RunLineage:
     When the run starts it logs the bundle's name, version and weights sha256 and ``params``
     (the acquisition settings); when it completes, every per-case metric the engine's metric
     handlers saved (``engine.state.metric_details``, one MLflow step per case) and the figures and
-    tables written to ``output_dir`` during the run. Tracking errors are logged as warnings and
+    tables written to ``output_dir`` during the run. Tracking errors become Python warnings and
     never stop the run. Attach it before MONAI's handler (any place in the config's handler list
     does: MONAI appends its own), so that it writes before the run is closed.
 
@@ -168,7 +168,7 @@ class RunLineage:
             client.log_batch(run_id, metrics=metrics[start : start + 1000])
         for path in self._new_files():
             client.log_artifact(run_id, str(path), artifact_path="outputs")
-        for path in _unlogged_executed_config(handler_artifacts(engine)):
+        for path in _unlogged_executed_config(_handler_artifacts(engine)):
             client.log_artifact(run_id, str(path))
 
     def _new_files(self) -> list[Path]:
@@ -187,7 +187,8 @@ class RunLineage:
             warnings.warn(f"MLflow tracking failed, the run continues untracked: {' '.join(str(e).split())}", stacklevel=2)
 
 
-def handler_artifacts(engine: Engine) -> tuple:
+def _handler_artifacts(engine: Engine) -> tuple:
+    """What MONAI's MLFlowHandler on ``engine`` was told to log (the executed config)."""
     handler = _mlflow_handler(engine)
     return () if handler is None else tuple(handler.artifacts)
 
