@@ -204,15 +204,21 @@ def check_torchscript_export(bundle: Path, tmp_path: Path) -> None:
 
 
 def _example_inputs(bundle: Path) -> tuple:
-    """A real input of the bundle's network: the phantom's k-space, undersampled 4x."""
+    """A real input of the bundle's network: the phantom's k-space undersampled 4x (and its
+    zero-filled image) for reconstruction; a 64^3 block of the MNI template for 3D networks."""
     from mribundles.physics.coils import rss
     from mribundles.physics.fft import ifft2c
     from mribundles.physics.masks import make_mask
 
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    image_format = meta["network_data_format"]["inputs"].get("image", {})
+    if len(image_format.get("spatial_shape", [])) == 3:
+        volume = torch.from_numpy(np.asarray(nib.load(REPO / "common/mribundles/sample_data/mni152_2009a_t1.nii.gz").dataobj, np.float32))
+        block = volume[66:130, 80:144, 60:124]
+        return (((block - block.mean()) / block.std())[None, None],)
     kspace = torch.from_numpy(np.load(REPO / "common/mribundles/sample_data/pulseq_phantom_gre_32ch_ksp.npy"))[:8]
     mask = make_mask("random1d", kspace.shape[-2:], 4, 0.08, seed=0)
     masked = (kspace * mask).unsqueeze(0)
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     if "kspace" in meta["network_data_format"]["inputs"]:
         return masked, mask.unsqueeze(0)
     return (rss(ifft2c(masked)).unsqueeze(1),)

@@ -29,3 +29,21 @@ def kspace_slices(files: str | os.PathLike | Sequence[str | os.PathLike], key: s
         else:
             items.extend({key: str(path), "slice": i} for i in range(shape[0]))
     return items
+
+
+def image_label_pairs(folder: str | os.PathLike, label_suffix: str = "_label") -> list[dict]:
+    """`[{"image": X.nii.gz, "label": X_label.nii.gz}, ...]` for every image of `folder` with a
+    label map beside it (sorted). Raises FileNotFoundError when there is none, so a wrong
+    dataset_dir fails at once rather than training on nothing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: dataset folder not found")
+    pairs = []
+    for image in sorted(folder.glob("*.nii.gz")):
+        stem = image.name[: -len(".nii.gz")]
+        label = folder / f"{stem}{label_suffix}.nii.gz"
+        if not stem.endswith(label_suffix) and label.is_file():
+            pairs.append({"image": str(image), "label": str(label)})
+    if not pairs:
+        raise FileNotFoundError(f"{folder}: no image with a '{label_suffix}' label map beside it")
+    return pairs

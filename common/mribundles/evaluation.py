@@ -33,7 +33,7 @@ from mribundles.physics.coils import rss
 from mribundles.physics.fft import ifft2c
 from mribundles.physics.masks import MASK_KINDS, mask_from_kspace
 
-__all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon"]
+__all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon", "load_recon_bundle"]
 
 DEFAULT_CS_ITERS = 100
 MIN_SAMPLED_FRACTION = 0.95  # below this a file counts as prospectively undersampled
@@ -56,7 +56,7 @@ def _bundle_name(bundle_dir: Path) -> str:
         return bundle_dir.name
 
 
-def _load_bundle(bundle_dir: Path, overrides: dict, device: torch.device):
+def load_recon_bundle(bundle_dir: Path, overrides: dict, device: torch.device):
     """Parse inference.json with overrides -> (preprocessing, prepare_batch, network, postprocessing)."""
     from monai.bundle import ConfigParser  # MONAI takes seconds to import
 
@@ -177,7 +177,7 @@ def evaluate_recon(
         "seed": seed,
         "device": torch_device,
     }
-    preprocessing, prepare_batch, network, postprocessing = _load_bundle(bundle_dir, overrides, torch_device)
+    preprocessing, prepare_batch, network, postprocessing = load_recon_bundle(bundle_dir, overrides, torch_device)
     name = _bundle_name(bundle_dir)
 
     from mribundles.transforms import LoadKspaced, ReferenceImaged

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-__all__ = ["RunLineage", "bundle_params", "sqlite_uri", "tracked_run", "tracking_uri"]
+__all__ = ["RunLineage", "StageRun", "bundle_params", "sqlite_uri", "stage_run", "tracked_run", "tracking_uri"]
 
 SERVER_TIMEOUT_S = 3.0
 
@@ -253,3 +253,54 @@ def tracked_run(
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+
+
+class StageRun:
+    """A nested MLflow run of one chain stage, or nothing when the chain is not tracked.
+
+    Logging never raises: a tracking failure becomes a warning and the chain goes on.
+    """
+
+    def __init__(self, client=None, run_id: str | None = None):
+        self.client, self.run_id = client, run_id
+
+    def _safely(self, method: str, *args, **kwargs) -> None:
+        if self.run_id is None:
+            return
+        try:
+            getattr(self.client, method)(self.run_id, *args, **kwargs)
+        except Exception as e:  # MlflowException, connection errors
+            warnings.warn(f"MLflow tracking failed, the chain continues: {' '.join(str(e).split())}", stacklevel=3)
+
+    def metric(self, key: str, value: float) -> None:
+        self._safely("log_metric", key, float(value))
+
+    def artifact(self, path: str | os.PathLike) -> None:
+        self._safely("log_artifact", str(path))
+
+
+@contextmanager
+def stage_run(engine: Engine, name: str, params: Mapping | None = None) -> Iterator[StageRun]:
+    """A run nested under the run that ``--tracking mlflow`` opened for ``engine``.
+
+    Yields a `StageRun` (a no-op one when the engine is not tracked). The nested run ends
+    FINISHED, or FAILED when the stage raises.
+    """
+    handler = _mlflow_handler(engine)
+    stage = StageRun()
+    if handler is not None and handler.cur_run is not None:
+        try:
+            parent = handler.cur_run.info.run_id
+            run = handler.client.create_run(handler.experiment.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent})
+            stage = StageRun(handler.client, run.info.run_id)
+            _log_params(handler.client, stage.run_id, {k: str(v) for k, v in (params or {}).items()})
+        except Exception as e:  # tracking must not stop the chain
+            warnings.warn(f"MLflow tracking failed, the chain continues: {' '.join(str(e).split())}", stacklevel=3)
+    try:
+        yield stage
+    except BaseException:
+        if stage.run_id:
+            stage._safely("set_terminated", "FAILED")
+        raise
+    if stage.run_id:
+        stage._safely("set_terminated", "FINISHED")

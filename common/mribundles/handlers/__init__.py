@@ -2,5 +2,13 @@
 
 from mribundles.handlers.recon_metric import ReconMetric
 from mribundles.handlers.recon_writer import ReconstructionWriter, save_comparison_png, slice_names
+from mribundles.handlers.seg_overlay import SegmentationOverlayWriter, save_overlay_png
 
-__all__ = ["ReconMetric", "ReconstructionWriter", "save_comparison_png", "slice_names"]
+__all__ = [
+    "ReconMetric",
+    "ReconstructionWriter",
+    "SegmentationOverlayWriter",
+    "save_comparison_png",
+    "save_overlay_png",
+    "slice_names",
+]

@@ -10,14 +10,17 @@ from mribundles.transforms.kspace import (
     UndersampleKspaced,
     ZeroFilld,
 )
+from mribundles.transforms.volume import LoadVolumed, ZeroBackgroundd
 
 __all__ = [
     "MASK_KINDS",
     "CropKspaced",
     "LoadKspaced",
+    "LoadVolumed",
     "NormalizeKspaced",
     "ReferenceImaged",
     "RSSImaged",
     "UndersampleKspaced",
+    "ZeroBackgroundd",
     "ZeroFilld",
 ]

@@ -1,0 +1,136 @@
+"""The stages a chain composes, each built from a stage bundle's own configs and weights.
+
+A stage is loaded by reference: the chain names a bundle (its metadata ``name``, found like
+`bundle_root`, or a folder) and the stage parses that bundle's ``inference.json``, loads its
+weights with ``weights_only=True`` and keeps only what it needs to run in memory. Nothing of
+a stage bundle is copied into the chain's configs, so a retrained or re-published stage bundle
+is picked up as it is.
+
+Between stages the data is a `MetaTensor` on the chain's device: the reconstruction stage returns
+the volume (1, x, y, z) with its affine, and the segmentation stage takes it from there. Only
+the chain's inputs are read from files and only its final outputs are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from monai.data import MetaTensor
+
+from mribundles.bundles import bundle_root
+from mribundles.errors import InvalidInputError
+
+__all__ = ["ReconStage", "SegStage", "find_bundle"]
+
+
+def find_bundle(bundle: str | os.PathLike) -> Path:
+    """A bundle folder from a folder path or a bundle name."""
+    path = Path(bundle)
+    if (path / "configs" / "metadata.json").is_file():
+        return path.resolve()
+    return Path(bundle_root(str(bundle)))
+
+
+def _metadata(root: Path) -> dict:
+    return json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
+
+
+@dataclass
+class ReconStage:
+    """Reconstruction of every slice of a multi-slice k-space file, in batches, on ``device``.
+
+    The bundle's preprocessing (load, undersample with ``mask``/``acceleration``/``seed``,
+    zero-fill) runs per slice on the host, as in the bundle itself; the network's outputs stay
+    on ``device`` and are assembled into one volume.
+    """
+
+    bundle: str | os.PathLike
+    device: torch.device
+    mask: str = "random1d"
+    acceleration: float = 4
+    center_fraction: float = 0.08
+    seed: int = 0
+    batch_size: int = 4
+    root: Path = field(init=False)
+    metadata: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        from mribundles.evaluation import load_recon_bundle
+
+        self.root = find_bundle(self.bundle)
+        self.metadata = _metadata(self.root)
+        overrides = {"mask": self.mask, "acceleration": self.acceleration, "center_fraction": self.center_fraction,
+                     "seed": self.seed, "device": self.device}
+        self.preprocessing, self.prepare_batch, self.network, _ = load_recon_bundle(self.root, overrides, self.device)
+
+    def __call__(self, kspace_file: str | os.PathLike, affine: torch.Tensor) -> MetaTensor:
+        """(1, x, y, z) MetaTensor on the device: x along k-space columns, y along rows, z slices."""
+        from monai.data import DataLoader, Dataset
+
+        from mribundles.data import kspace_slices
+
+        items = kspace_slices(kspace_file)
+        loader = DataLoader(Dataset(items, self.preprocessing), batch_size=self.batch_size, shuffle=False, num_workers=0)
+        slices = []
+        with torch.no_grad():
+            for batch in loader:
+                inputs, _, args, kwargs = self.prepare_batch(batch, self.device)
+                image = self.network(inputs, *args, **kwargs).float()  # (B, 1, ky, kx)
+                if "scale" in batch:  # NormalizeKspaced in the preprocessing: undo it
+                    image = image * torch.as_tensor(batch["scale"], device=image.device).reshape(-1, 1, 1, 1).float()
+                slices.append(torch.as_tensor(image)[:, 0])
+        volume = torch.cat(slices).permute(2, 1, 0)  # (slice, ky, kx) -> (kx, ky, slice)
+        return MetaTensor(volume[None], affine=affine, meta={"filename_or_obj": str(kspace_file)})
+
+
+@dataclass
+class SegStage:
+    """Segmentation of an in-memory volume with a segmentation bundle's preprocessing (minus its
+    file loader), inferer and network; labels are mapped back onto the input volume's grid."""
+
+    bundle: str | os.PathLike
+    device: torch.device
+    root: Path = field(init=False)
+    metadata: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        from monai.bundle import ConfigParser
+        from monai.transforms import Compose
+
+        from mribundles.transforms import LoadVolumed
+
+        self.root = find_bundle(self.bundle)
+        self.metadata = _metadata(self.root)
+        parser = ConfigParser()
+        parser.read_config(str(self.root / "configs" / "inference.json"))
+        parser["bundle_root"] = str(self.root)
+        parser["device"] = self.device
+        parser.parse()
+        transforms = parser.get_parsed_content("preprocessing").transforms
+        self.preprocessing = Compose([t for t in transforms if not isinstance(t, LoadVolumed)])
+        self.inferer = parser.get_parsed_content("inferer")
+        self.class_names = parser.get_parsed_content("class_names")
+        self.network = parser.get_parsed_content("network")
+        ckpt = Path(parser.get_parsed_content("ckpt_path"))
+        if not ckpt.is_file():
+            raise InvalidInputError("no trained weights at ckpt_path", ckpt)
+        self.network.load_state_dict(torch.load(ckpt, map_location=self.device, weights_only=True))
+        self.network.to(self.device).eval()
+
+    def __call__(self, volume: MetaTensor) -> tuple[MetaTensor, MetaTensor]:
+        """(labels on the input grid, (image, labels) on the network's grid for figures)."""
+        from monai.transforms import Invertd
+
+        data = self.preprocessing({"image": volume})
+        with torch.no_grad():
+            logits = self.inferer(data["image"][None], self.network)[0]
+        labels = logits.argmax(0, keepdim=True).to(torch.uint8)
+        net_grid = (data["image"], labels)
+        data["pred"] = MetaTensor(labels.float(), affine=data["image"].affine, meta=dict(data["image"].meta))
+        data["pred"].applied_operations = list(data["image"].applied_operations)
+        inverted = Invertd("pred", self.preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True)(data)["pred"]
+        return inverted.to(torch.uint8), net_grid

@@ -1,0 +1,173 @@
+"""The reconstruction -> segmentation chain: stages by reference, one device, nested lineage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from bundle_checks import REPO, check_metadata, workflow
+from mribundles.chains import ReconSegChain, ReconStage, SegStage
+from mribundles.errors import InvalidInputError
+from mribundles.io import write_fastmri
+from mribundles.physics.simulate import simulate_multicoil_kspace
+from mribundles.sample_data import path as sample_path
+
+BUNDLE = REPO / "bundles" / "brain_mri_recon_seg"
+RECON = "brain_mri_recon_unet"  # the faster reconstruction bundle keeps these tests quick
+
+
+@pytest.fixture(scope="module")
+def multislice_kspace(tmp_path_factory) -> Path:
+    """12 axial planes (every 3rd, 2 mm) of the real MNI T1, 4-coil k-space, with its affine."""
+    template = nib.load(sample_path("mni152_2009a_t1.nii.gz"))
+    volume = np.asarray(template.dataobj, np.float32)[::2, ::2] / 255.0  # 2 mm in-plane
+    planes = np.arange(50, 86, 3)
+    kspace = torch.stack([simulate_multicoil_kspace(torch.from_numpy(volume[:, :, z].T.copy()), 4, seed=int(z))[0] for z in planes])
+    affine = template.affine @ np.array([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 3.0, 50.0], [0, 0, 0, 1]])
+    path = tmp_path_factory.mktemp("chain") / "mni_slab.h5"
+    write_fastmri(path, kspace, attrs={"affine": affine, "kspace_origin": "simulated from the real MNI152 T1"})
+    return path
+
+
+def _chain_workflow(kspace: Path, out: Path, **override):
+    return workflow(BUNDLE, ["inference.json"], "infer", kspace_file=str(kspace), output_dir=str(out),
+                    recon_bundle=RECON, device="$torch.device('cpu')", **override)
+
+
+def test_metadata_valid_against_shipped_schema():
+    check_metadata(BUNDLE)
+
+
+def test_chain_writes_every_stage_on_the_acquisition_grid(multislice_kspace, tmp_path):
+    wf = _chain_workflow(multislice_kspace, tmp_path)
+    wf.run()
+    wf.finalize()
+    affine = np.asarray(__import__("h5py").File(multislice_kspace)["/"].attrs["affine"])
+    recon = nib.load(tmp_path / "mni_slab_recon.nii.gz")
+    seg = nib.load(tmp_path / "mni_slab_seg.nii.gz")
+    assert recon.shape == seg.shape == (99, 117, 12)
+    assert np.allclose(recon.affine, affine) and np.allclose(seg.affine, affine)
+    labels = np.asarray(seg.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2, 3} and (labels == 3).any()
+    assert (tmp_path / "mni_slab_overview.png").stat().st_size > 10_000
+
+
+@contextmanager
+def _no_host_copies_or_files():
+    """Make copying image data to the host and writing files fail. Small tensors (a 4x4 affine,
+    a scalar) may still be read: they are geometry, not image data."""
+    import builtins
+
+    original = {"cpu": torch.Tensor.cpu, "numpy": torch.Tensor.numpy, "open": builtins.open, "save": torch.save}
+
+    def guard(name):
+        def method(self, *args, **kwargs):
+            if self.numel() > 64:
+                raise AssertionError(f"Tensor.{name}() of {tuple(self.shape)} inside a stage hand-off")
+            return original[name](self, *args, **kwargs)
+        return method
+
+    def no_write_open(file, mode="r", *args, **kwargs):
+        if any(m in mode for m in "wax+"):
+            raise AssertionError(f"file write inside a stage hand-off: {file}")
+        return original["open"](file, mode, *args, **kwargs)
+
+    def no_save(*args, **kwargs):
+        raise AssertionError("torch.save inside a stage hand-off")
+
+    torch.Tensor.cpu, torch.Tensor.numpy = guard("cpu"), guard("numpy")
+    builtins.open, torch.save = no_write_open, no_save
+    try:
+        yield
+    finally:
+        torch.Tensor.cpu, torch.Tensor.numpy = original["cpu"], original["numpy"]
+        builtins.open, torch.save = original["open"], original["save"]
+
+
+def test_stages_hand_over_in_memory_on_the_device(multislice_kspace, tmp_path, monkeypatch):
+    """The reconstruction's network output, the assembled volume and the whole segmentation
+    stage run with host copies and file writes made to fail; the volume handed over is a
+    MetaTensor on the chain's device."""
+    handed_over = []
+
+    original_seg_call = SegStage.__call__
+
+    def guarded_seg(self, volume):
+        handed_over.append((type(volume), volume.device, volume.shape))
+        with _no_host_copies_or_files():
+            return original_seg_call(self, volume)
+
+    original_recon_call = ReconStage.__call__
+
+    def guarded_recon(self, kspace_file, affine):
+        forward = self.network.forward
+
+        def guarded_forward(*args, **kwargs):  # from the network's input on: no host copies
+            with _no_host_copies_or_files():
+                return forward(*args, **kwargs)
+
+        monkeypatch.setattr(self.network, "forward", guarded_forward)
+        return original_recon_call(self, kspace_file, affine)
+
+    monkeypatch.setattr(SegStage, "__call__", guarded_seg)
+    monkeypatch.setattr(ReconStage, "__call__", guarded_recon)
+    wf = _chain_workflow(multislice_kspace, tmp_path)
+    wf.run()
+    wf.finalize()
+    assert handed_over == [(MetaTensor, torch.device("cpu"), (1, 99, 117, 12))]
+    assert (tmp_path / "mni_slab_seg.nii.gz").is_file()
+
+
+def test_tracked_chain_logs_one_nested_run_per_stage(multislice_kspace, tmp_path):
+    out = tmp_path / "tracked"
+    wf = _chain_workflow(multislice_kspace, out, tracking="mlflow")
+    wf.run()
+    wf.finalize()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("brain_mri_recon_seg").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    stages = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(stages) == {"reconstruction", "segmentation"}
+    assert parent.data.params["recon_bundle"] == RECON and parent.data.params["seg_bundle"] == "brain_mri_tissue_seg"
+    recon, seg = stages["reconstruction"], stages["segmentation"]
+    assert recon.data.params["bundle_name"] == RECON and recon.data.params["kspace_file"] == str(multislice_kspace)
+    seg_weights = REPO / "bundles" / "brain_mri_tissue_seg" / "models" / "model.pt"
+    assert seg.data.params["weights_sha256"] == __import__("mribundles").bundles.file_sha256(seg_weights)
+    assert {a.path for a in client.list_artifacts(recon.info.run_id)} == {"mni_slab_recon.nii.gz"}
+    assert {a.path for a in client.list_artifacts(seg.info.run_id)} == {"mni_slab_seg.nii.gz", "mni_slab_overview.png"}
+    assert any(a.path.startswith("config_") for a in client.list_artifacts(parent.info.run_id))
+
+
+def test_stage_bundles_that_do_not_fit_are_refused_before_any_work(tmp_path):
+    seg = tmp_path / "brain_mri_tissue_seg"
+    shutil.copytree(REPO / "bundles" / "brain_mri_tissue_seg", seg, ignore=shutil.ignore_patterns("outputs", "eval"))
+    meta = json.loads((seg / "configs" / "metadata.json").read_text())
+    meta["network_data_format"]["inputs"]["image"]["num_channels"] = 2
+    (seg / "configs" / "metadata.json").write_text(json.dumps(meta))
+    recon = ReconStage(RECON, torch.device("cpu"))
+    with pytest.raises(InvalidInputError, match=r"stage bundles do not fit \(brain_mri_recon_unet 0.1.0 -> brain_mri_tissue_seg 0.1.0\): channels: reconstruction gives 1, segmentation takes 2"):
+        ReconSegChain(recon, SegStage(seg, torch.device("cpu")), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_chain_refusal_is_one_line_from_the_command_line(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
+           "--kspace_file", str(bad), "--recon_bundle", RECON, "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {bad}: ") and "\n" not in last
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
