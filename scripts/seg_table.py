@@ -35,8 +35,8 @@ def evaluate(bundle: Path, dataset_dir: str | None) -> dict:
     return {
         "data": files,
         "classes": {
-            name: {"dice": float(state.metrics["val_dice"][i]), "hd95_mm": float(state.metrics["val_hd95"][i])}
-            for i, name in enumerate(names)
+            name: {"dice": float(state.metrics[f"val_dice_{short}"]), "hd95_mm": float(state.metrics[f"val_hd95_{short}"])}
+            for name, short in zip(names, ("csf", "gm", "wm"))
         },
     }
 

@@ -171,3 +171,36 @@ def test_chain_refusal_is_one_line_from_the_command_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {bad}: ") and "\n" not in last
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_acceleration_budget_reports_dice_psnr_and_ssim_per_acceleration(multislice_kspace, tmp_path, capsys):
+    from mribundles.cli import main
+
+    out = tmp_path / "budget"
+    code = main(["acceleration-budget", "--chain", str(BUNDLE), "--kspace", str(multislice_kspace),
+                 "--accelerations", "2", "8", "--recon-bundle", RECON, "--out", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "| R | PSNR | SSIM | Dice CSF | Dice grey matter | Dice white matter | mean Dice |" in table
+    result = json.loads((out / "budget.json").read_text())
+    assert [row["acceleration"] for row in result["rows"]] == [2.0, 8.0]
+    low, high = result["rows"]
+    assert low["psnr"] > high["psnr"] + 3  # more undersampling, worse image
+    for row in result["rows"]:
+        assert 0 < row["ssim"] <= 1 and all(0 <= d <= 1 for d in row["dice"].values())
+    assert low["dice"]["white matter"] > 0.5  # 2x barely changes the analysis
+    assert (out / "budget.png").stat().st_size > 10_000
+
+
+def test_acceleration_budget_refuses_undersampled_input(tmp_path, capsys):
+    from mribundles.cli import main
+
+    path = tmp_path / "undersampled.h5"
+    kspace = torch.zeros(2, 4, 32, 32, dtype=torch.complex64)
+    kspace[..., ::4] = 1
+    write_fastmri(path, kspace)
+    code = main(["acceleration-budget", "--chain", str(BUNDLE), "--kspace", str(path), "--accelerations", "2",
+                 "--recon-bundle", RECON, "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: only 25.0% of k-space is sampled") and "needs fully sampled k-space" in err

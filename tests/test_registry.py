@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,77 @@ def test_fetch_refuses_a_zip_altered_in_the_artifact_store(server, site_a, trust
 def test_fetch_of_an_unknown_bundle_names_it(server, tmp_path):
     with pytest.raises(InvalidInputError, match="no published bundle brain_mri_nothing 9.9 on http"):
         fetch_bundle("brain_mri_nothing@9.9", tmp_path / "site_b", tracking_uri=server["uri"])
+
+
+def _release(tmp_path: Path, version: str, edit=None) -> Path:
+    """A copy of the bundle at another version, optionally edited, for a new publication."""
+    bundle = tmp_path / "src" / BUNDLE.name
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("outputs", "eval"))
+    meta_file = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["version"] = version
+    meta["changelog"][version] = "test release"
+    meta_file.write_text(json.dumps(meta, indent=4))
+    if edit is not None:
+        edit(bundle)
+    return bundle
+
+
+def _edit_json(path: Path, change) -> None:
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content, indent=4))
+
+
+def _edited_manifest(zip_path: Path) -> Path:
+    """Weights swapped after signing, with the manifest rewritten to match them."""
+    import hashlib
+    import zipfile
+
+    name = f"{BUNDLE.name}/models/model.pt"
+    evil = b"swapped weights"
+    out = zip_path.with_name("edited-" + zip_path.name)
+    with zipfile.ZipFile(zip_path) as zin, zipfile.ZipFile(out, "w") as zout:
+        manifest = json.loads(zin.read("manifest.json"))
+        manifest["files"][name] = hashlib.sha256(evil).hexdigest()
+        for info in zin.infolist():
+            data = {"manifest.json": json.dumps(manifest).encode(), name: evil}.get(info.filename, zin.read(info.filename))
+            zout.writestr(info, data)
+    out.replace(zip_path)  # published under the usual name
+    return zip_path
+
+
+REFUSALS = {
+    "edited_manifest": ("0.2.0", None, _edited_manifest, "signature by site_a.pub does not match the manifest"),
+    "monai_version": ("0.2.1", lambda b: _edit_json(b / "configs/metadata.json", lambda m: m.update(monai_version="99.0.0")),
+                      None, "cannot satisfy the bundle: monai 99.0.0 is required"),
+    "required_package": ("0.2.2", lambda b: _edit_json(b / "configs/metadata.json",
+                         lambda m: m["required_packages_version"].update({"no-such-package-xyz": "1.0"})),
+                         None, "no-such-package-xyz 1.0 is required but not installed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_fetch_refuses_published_bundles_this_site_must_not_run(case, server, site_a, trusted, tmp_path):
+    """Published through the server by a key site B trusts, refused by fetch, nothing unpacked."""
+    version, edit, tamper, message = REFUSALS[case]
+    key = next(site_a["public"].parent.glob("site_a.key"))
+    zip_path = pack_bundle(_release(tmp_path, version, edit), tmp_path / "zips", key=key)
+    if tamper is not None:
+        tamper(zip_path)
+    publish_bundle(zip_path, server["uri"])
+    with pytest.raises(InvalidInputError, match=message):
+        fetch_bundle(f"{BUNDLE.name}@{version}", tmp_path / "site_b", trusted_keys=trusted, tracking_uri=server["uri"])
+    assert not (tmp_path / "site_b").exists()
+
+
+def test_fetch_refuses_injected_code_unless_allowed(server, site_a, tmp_path):
+    """Unsigned, with code injected into a config: refused, listed by review, accepted only with --allow-code."""
+    inject = lambda b: _edit_json(b / "configs/inference.json", lambda c: c["initialize"].append("$__import__('os').getcwd()"))  # noqa: E731
+    zip_path = pack_bundle(_release(tmp_path, "0.3.0", inject), tmp_path / "zips")
+    publish_bundle(zip_path, server["uri"])
+    with pytest.raises(InvalidInputError, match="no trusted key signed it"):
+        fetch_bundle(f"{BUNDLE.name}@0.3.0", tmp_path / "site_b", tracking_uri=server["uri"])
+    assert not (tmp_path / "site_b").exists()
+    folder = fetch_bundle(f"{BUNDLE.name}@0.3.0", tmp_path / "site_b", allow_code=True, tracking_uri=server["uri"])
+    assert "$__import__('os').getcwd()" in (folder / "configs" / "inference.json").read_text()

@@ -65,7 +65,7 @@ def test_inference_on_the_shipped_template_labels_all_tissues_on_the_input_grid(
     labels = np.asarray(seg.dataobj)
     assert labels.dtype == np.uint8 and set(np.unique(labels)) == {0, 1, 2, 3}
     brain = np.asarray(image.dataobj) > 0
-    assert not labels[~brain].any() or (labels[~brain] > 0).mean() < 0.01  # nothing outside the brain
+    assert (labels[~brain] > 0).mean() < 0.02  # outside the brain: at most a thin rim at its edge
     fractions = [(labels[brain] == c).mean() for c in (1, 2, 3)]
     assert 0.3 < fractions[1] < 0.7 and 0.2 < fractions[2] < 0.6, fractions  # GM and WM dominate
     assert (tmp_path / "mni152_2009a_t1_seg.png").stat().st_size > 20_000
@@ -107,10 +107,12 @@ def test_train_one_epoch_then_evaluate(tiny_seg_dataset, tmp_path):
     assert evaluate.check_properties() == []
     evaluate.run()
     state = evaluate.parser.get_parsed_content("validate#evaluator").state
-    assert state.metrics["val_dice"].shape == (3,) and state.metrics["val_hd95"].shape == (3,)
-    assert 0 <= float(state.metrics["val_mean_dice"]) <= 1
-    metrics = (tmp_path / "eval" / "metrics.csv").read_text()
-    assert "val_mean_dice" in metrics and (tmp_path / "eval" / "val_dice_raw.csv").is_file()
+    dice = [state.metrics[f"val_dice_{c}"] for c in ("csf", "gm", "wm")]
+    assert all(0 <= d <= 1 for d in dice) and all(state.metrics[f"val_hd95_{c}"] >= 0 for c in ("csf", "gm", "wm"))
+    assert abs(float(state.metrics["val_mean_dice"]) - np.mean(dice)) < 1e-4
+    metrics = dict(line.split(",") for line in (tmp_path / "eval" / "metrics.csv").read_text().splitlines())
+    assert float(metrics["val_dice_wm"]) == pytest.approx(dice[2], abs=1e-4)
+    assert (tmp_path / "eval" / "val_dice_gm_raw.csv").is_file()
     evaluate.finalize()
 
 

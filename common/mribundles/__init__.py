@@ -6,10 +6,10 @@ submodules that configs call are imported here. Transforms, networks and handler
 `_target_` strings, which MONAI imports itself.
 """
 
-from mribundles import bundles, data, sample_data, tracking
+from mribundles import bundles, data, handlers, sample_data, tracking
 from mribundles.errors import InvalidInputError, install_excepthook
 
 install_excepthook()
 
-__all__ = ["InvalidInputError", "bundles", "data", "sample_data", "tracking"]
+__all__ = ["InvalidInputError", "bundles", "data", "handlers", "sample_data", "tracking"]
 __version__ = "0.1.0"

@@ -133,6 +133,44 @@ register(
 )
 
 
+# --- acceleration-budget --------------------------------------------------------------------
+def _budget_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chain", required=True, help="chain bundle folder (e.g. bundles/brain_mri_recon_seg)")
+    parser.add_argument("--kspace", required=True, help="FULLY SAMPLED multi-slice k-space file")
+    parser.add_argument("--accelerations", type=float, nargs="+", default=[2, 4, 6, 8, 12])
+    parser.add_argument("--mask", choices=MASK_KINDS, default="random1d")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recon-bundle", default=None, help="override the chain's recon_bundle")
+    parser.add_argument("--out", default="eval/acceleration_budget", help="folder for budget.json and budget.png")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _budget_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mribundles.chains.budget import acceleration_budget, format_budget_table, plot_budget
+    from mribundles.io.atomic import atomic_path
+
+    result = acceleration_budget(args.chain, args.kspace, args.accelerations, args.mask, args.seed, args.device, args.recon_bundle)
+    out = Path(args.out)
+    with atomic_path(out / "budget.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    plot_budget(result, out / "budget.png")
+    print(json.dumps(result, indent=2) if args.json else format_budget_table(result))
+    if not args.json:
+        print(f"\nwritten: {out / 'budget.json'}, {out / 'budget.png'}")
+    return 0
+
+
+register(
+    "acceleration-budget",
+    "run a chain at several accelerations of fully sampled k-space: Dice against the fully sampled result, PSNR, SSIM",
+    _budget_arguments,
+    _budget_run,
+)
+
+
 # --- sharing: keygen, pack, verify, review, install, publish, fetch ---------------------------
 def _keygen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=".", help="folder for NAME.key and NAME.pub")

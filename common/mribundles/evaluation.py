@@ -33,17 +33,17 @@ from mribundles.physics.coils import rss
 from mribundles.physics.fft import ifft2c
 from mribundles.physics.masks import MASK_KINDS, mask_from_kspace
 
-__all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon", "load_recon_bundle"]
+__all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon", "load_recon_bundle", "require_fully_sampled"]
 
 DEFAULT_CS_ITERS = 100
 MIN_SAMPLED_FRACTION = 0.95  # below this a file counts as prospectively undersampled
 
 
-def _require_fully_sampled(kspace: torch.Tensor, path: str | os.PathLike) -> None:
+def require_fully_sampled(kspace: torch.Tensor, path: str | os.PathLike) -> None:
     fraction = float(mask_from_kspace(kspace).float().mean())
     if fraction < MIN_SAMPLED_FRACTION:
         raise InvalidInputError(
-            f"only {100 * fraction:.1f}% of k-space is sampled; evaluate-recon needs fully sampled "
+            f"only {100 * fraction:.1f}% of k-space is sampled; this needs fully sampled "
             "k-space (it undersamples retrospectively and compares with the fully sampled RSS)",
             path,
         )
@@ -157,7 +157,7 @@ def evaluate_recon(
         raise FileNotFoundError(f"{bundle_dir}: no such bundle folder")
     items = kspace_slices(kspace_file)  # reads only the header; raises on a missing/bad file
     first = items[0]
-    _require_fully_sampled(load_kspace(kspace_file, slice_index=first.get("slice")), kspace_file)
+    require_fully_sampled(load_kspace(kspace_file, slice_index=first.get("slice")), kspace_file)
 
     torch_device = torch.device(device)
     settings = {
@@ -190,7 +190,7 @@ def evaluate_recon(
     targets = []
     for entry in items:
         full = load(entry)
-        _require_fully_sampled(full["kspace"], kspace_file)
+        require_fully_sampled(full["kspace"], kspace_file)
         targets.append(reference(full)["target"][0])
         item = preprocessing(dict(entry))
         sampling = torch.as_tensor(item["mask"]).cpu()

@@ -95,7 +95,7 @@ def bundle_params(bundle_root: str | os.PathLike) -> dict[str, str]:
     return params
 
 
-def _mlflow_handler(engine: Engine):
+def _mlflow_handler(engine: Engine | None):
     """The MLFlowHandler that `--tracking mlflow` attached to ``engine``, if any.
 
     MONAI appends it to the engine's handlers when the workflow starts, so a config cannot refer
@@ -104,6 +104,8 @@ def _mlflow_handler(engine: Engine):
     """
     from monai.handlers import MLFlowHandler
 
+    if engine is None:  # a stage run outside an engine (benchmarks, notebooks): not tracked
+        return None
     for handler, *_ in engine._event_handlers.get(Events.STARTED, []):
         owner = getattr(handler, "__self__", None)
         if isinstance(owner, MLFlowHandler):
@@ -280,7 +282,7 @@ class StageRun:
 
 
 @contextmanager
-def stage_run(engine: Engine, name: str, params: Mapping | None = None) -> Iterator[StageRun]:
+def stage_run(engine: Engine | None, name: str, params: Mapping | None = None) -> Iterator[StageRun]:
     """A run nested under the run that ``--tracking mlflow`` opened for ``engine``.
 
     Yields a `StageRun` (a no-op one when the engine is not tracked). The nested run ends

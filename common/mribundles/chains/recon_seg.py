@@ -87,7 +87,7 @@ class ReconSegChain:
         self.output_dir = Path(output_dir)
         self.voxel_size = tuple(voxel_size)
 
-    def process(self, engine: Engine, item: dict) -> dict:
+    def process(self, engine: Engine | None, item: dict) -> dict:
         kspace_file = item["kspace"]
         stem = Path(kspace_file).name.split(".")[0]
         affine = kspace_affine(kspace_file, self.voxel_size)

@@ -5,6 +5,7 @@ from mribundles.handlers.recon_writer import ReconstructionWriter, save_comparis
 from mribundles.handlers.seg_overlay import SegmentationOverlayWriter, save_overlay_png
 
 __all__ = [
+    "from_engine_class",
     "ReconMetric",
     "ReconstructionWriter",
     "SegmentationOverlayWriter",
@@ -12,3 +13,16 @@ __all__ = [
     "save_overlay_png",
     "slice_names",
 ]
+
+
+def from_engine_class(keys: list[str], index: int):
+    """``monai.handlers.from_engine(keys)`` keeping only channel ``index`` of each one-hot item.
+
+    A metric handler fed by it scores one class as a scalar: MLflow, StatsHandler and
+    MetricsSaver take scalars, not the per-class tensor of ``reduction="mean_batch"``.
+    """
+
+    def transform(output):
+        return tuple([item[key][index : index + 1] for item in output] for key in keys)
+
+    return transform

@@ -1,0 +1,145 @@
+"""How far can a scan be accelerated before the analysis changes?
+
+For fully sampled multi-slice k-space, run a reconstruction -> segmentation chain at several
+accelerations and compare each result with the chain's answer on the fully sampled data:
+Dice of every class against the labels of the fully sampled volume (MONAI's `compute_dice`),
+and PSNR/SSIM of the reconstructed volume against the fully sampled root-sum-of-squares
+(fastMRI's definitions, ``maxval`` = the reference volume's maximum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from monai.data import MetaTensor
+
+from mribundles.chains.recon_seg import kspace_affine
+from mribundles.chains.stages import ReconStage, SegStage, find_bundle
+
+__all__ = ["acceleration_budget", "format_budget_table", "plot_budget"]
+
+
+def _chain_settings(chain_bundle: Path) -> dict:
+    """The chain's stage bundles and geometry, read from its own inference.json."""
+    config = json.loads((chain_bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
+    return {"recon_bundle": config["recon_bundle"], "seg_bundle": config["seg_bundle"], "voxel_size": config["voxel_size"]}
+
+
+def _reference_volume(kspace_file: str | os.PathLike, affine: torch.Tensor, device: torch.device) -> MetaTensor:
+    """Root-sum-of-squares of every fully sampled slice, as the chain assembles its volumes."""
+    from mribundles.data import kspace_slices
+    from mribundles.evaluation import require_fully_sampled
+    from mribundles.io.kspace import load_kspace
+    from mribundles.physics.coils import rss
+    from mribundles.physics.fft import ifft2c
+
+    slices = []
+    for item in kspace_slices(kspace_file):
+        kspace = load_kspace(kspace_file, slice_index=item.get("slice"))
+        require_fully_sampled(kspace, kspace_file)
+        slices.append(rss(ifft2c(kspace.to(device))))
+    return MetaTensor(torch.stack(slices).permute(2, 1, 0)[None], affine=affine.to(device), meta={"filename_or_obj": str(kspace_file)})
+
+
+def acceleration_budget(
+    chain: str | os.PathLike,
+    kspace_file: str | os.PathLike,
+    accelerations: list[float],
+    mask: str = "random1d",
+    seed: int = 0,
+    device: str = "cpu",
+    recon_bundle: str | None = None,
+) -> dict:
+    """Dice per class, mean Dice, PSNR and SSIM of the chain at each acceleration."""
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
+    from mribundles.metrics import psnr, ssim
+
+    chain_dir = find_bundle(chain)
+    settings = _chain_settings(chain_dir)
+    recon_name = recon_bundle or settings["recon_bundle"]
+    torch_device = torch.device(device)
+    seg = SegStage(settings["seg_bundle"], torch_device)
+    affine = kspace_affine(kspace_file, settings["voxel_size"])
+
+    reference = _reference_volume(kspace_file, affine, torch_device)
+    reference_labels, _ = seg(reference)
+    num_classes = len(seg.class_names) + 1
+    target = one_hot(reference_labels[None].long(), num_classes)
+    gt = reference[0].permute(2, 1, 0).float()  # (slice, ky, kx), as fastMRI scores volumes
+    maxval = gt.max()
+
+    rows = []
+    for acceleration in accelerations:
+        recon = ReconStage(recon_name, torch_device, mask=mask, acceleration=acceleration,
+                           center_fraction=0.32 / acceleration, seed=seed)
+        volume = recon(kspace_file, affine.to(torch_device))
+        labels, _ = seg(volume)
+        dice = compute_dice(one_hot(labels[None].long(), num_classes), target, include_background=False)[0]
+        pred = volume[0].permute(2, 1, 0).float()
+        rows.append({
+            "acceleration": float(acceleration),
+            "psnr": psnr(gt, pred, maxval),
+            "ssim": ssim(gt, pred, maxval),
+            "dice": {name: float(d) for name, d in zip(seg.class_names, dice)},
+            "mean_dice": float(dice.nanmean()),
+        })
+    return {
+        "chain": chain_dir.name,
+        "recon_bundle": recon_name,
+        "seg_bundle": settings["seg_bundle"],
+        "kspace_file": str(kspace_file),
+        "mask": mask,
+        "seed": seed,
+        "reference": "the chain's segmentation of the fully sampled root-sum-of-squares volume",
+        "rows": rows,
+    }
+
+
+def format_budget_table(result: dict) -> str:
+    classes = list(result["rows"][0]["dice"]) if result["rows"] else []
+    lines = [
+        f"chain: {result['chain']} ({result['recon_bundle']} -> {result['seg_bundle']}), mask {result['mask']}, seed {result['seed']}",
+        f"data: {result['kspace_file']}",
+        f"Dice against {result['reference']}",
+        "",
+        "| R | PSNR | SSIM | " + " | ".join(f"Dice {c}" for c in classes) + " | mean Dice |",
+        "|---" * (4 + len(classes)) + "|",
+    ]
+    for row in result["rows"]:
+        dice = " | ".join(f"{row['dice'][c]:.4f}" for c in classes)
+        lines.append(f"| {row['acceleration']:g} | {row['psnr']:.2f} | {row['ssim']:.4f} | {dice} | {row['mean_dice']:.4f} |")
+    return "\n".join(lines)
+
+
+def plot_budget(result: dict, path: str | os.PathLike) -> None:
+    """Dice per class (left axis) and PSNR (right axis) against the acceleration, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mribundles.io.atomic import atomic_path
+
+    rows = result["rows"]
+    r = [row["acceleration"] for row in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in rows[0]["dice"]:
+        ax.plot(r, [row["dice"][name] for row in rows], marker="o", label=f"Dice {name}")
+    ax.set_xlabel("acceleration R")
+    ax.set_ylabel("Dice vs fully sampled")
+    ax.set_ylim(0, 1.02)
+    right = ax.twinx()
+    right.plot(r, [row["psnr"] for row in rows], color="black", linestyle="--", marker="s", label="PSNR")
+    right.set_ylabel("PSNR (dB)")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
+    ax.set_title(f"{result['recon_bundle']} -> {result['seg_bundle']} ({result['mask']})")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
