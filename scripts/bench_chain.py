@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from mribundles.chains import ReconSegChain, ReconStage, SegStage, kspace_affine
+from mribundles.handlers.seg_overlay import save_overlay_png
 from mribundles.io.images import write_image
 from mribundles.io.kspace import kspace_shape
 from mribundles.sample_data import multislice_kspace_demo
@@ -55,8 +56,9 @@ def run_files(recon: ReconStage, seg: SegStage, kspace: str, affine: torch.Tenso
     recon_file = out / "recon.nii.gz"
     write_image(recon_file, volume[0].cpu().numpy(), volume.affine.cpu().numpy())  # stage 1 output
     loaded = LoadVolumed("image")({"image": str(recon_file)})["image"].to(seg.device)  # stage 2 input
-    labels, _ = seg(loaded)
+    labels, (net_image, net_labels) = seg(loaded)
     write_image(out / "seg.nii.gz", labels[0].cpu().numpy().astype(np.uint8), labels.affine.cpu().numpy())
+    save_overlay_png(out / "overview.png", net_image[0].cpu().float(), net_labels[0].cpu(), seg.class_names)
 
 
 def cli_seconds(kspace: str, recon_bundle: str, out: Path, device: str) -> tuple[float, float]:

@@ -87,6 +87,11 @@ class ReconSegChain:
         self.output_dir = Path(output_dir)
         self.voxel_size = tuple(voxel_size)
 
+    def engine(self) -> Engine:
+        """An ignite engine whose items are studies (``{"kspace": file}``): bundle handlers and
+        ``--tracking mlflow`` attach to it as to any MONAI evaluator."""
+        return Engine(self.process)
+
     def process(self, engine: Engine | None, item: dict) -> dict:
         kspace_file = item["kspace"]
         stem = Path(kspace_file).name.split(".")[0]
