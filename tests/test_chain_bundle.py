@@ -178,7 +178,7 @@ def test_acceleration_budget_reports_dice_psnr_and_ssim_per_acceleration(multisl
 
     out = tmp_path / "budget"
     code = main(["acceleration-budget", "--chain", str(BUNDLE), "--kspace", str(multislice_kspace),
-                 "--accelerations", "2", "8", "--recon-bundle", RECON, "--out", str(out)])
+                 "--accelerations", "2", "8", "--recon-bundle", RECON, "--out", str(out), "--track"])
     assert code == 0
     table = capsys.readouterr().out
     assert "| R | PSNR | SSIM | Dice CSF | Dice grey matter | Dice white matter | mean Dice |" in table
@@ -190,6 +190,14 @@ def test_acceleration_budget_reports_dice_psnr_and_ssim_per_acceleration(multisl
         assert 0 < row["ssim"] <= 1 and all(0 <= d <= 1 for d in row["dice"].values())
     assert low["dice"]["white matter"] > 0.5  # 2x barely changes the analysis
     assert (out / "budget.png").stat().st_size > 10_000
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("mribundles").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"R=2", "R=8"} and parent.data.params["recon_bundle.bundle_name"] == RECON
+    assert children["R=8"].data.metrics["psnr"] == pytest.approx(high["psnr"])
+    assert children["R=2"].data.metrics["dice_white_matter"] == pytest.approx(low["dice"]["white matter"])
 
 
 def test_acceleration_budget_refuses_undersampled_input(tmp_path, capsys):

@@ -144,6 +144,11 @@ def _budget_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recon-bundle", default=None, help="override the chain's recon_bundle")
     parser.add_argument("--out", default="eval/acceleration_budget", help="folder for budget.json and budget.png")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--track",
+        action="store_true",
+        help="log to MLflow (MLFLOW_TRACKING_URI, else <out>/mlruns.db): a parent run, one nested run per acceleration",
+    )
 
 
 def _budget_run(args: argparse.Namespace) -> int:
@@ -157,10 +162,34 @@ def _budget_run(args: argparse.Namespace) -> int:
     with atomic_path(out / "budget.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     plot_budget(result, out / "budget.png")
+    if args.track:
+        _track_budget(result, out)
     print(json.dumps(result, indent=2) if args.json else format_budget_table(result))
     if not args.json:
         print(f"\nwritten: {out / 'budget.json'}, {out / 'budget.png'}")
     return 0
+
+
+def _track_budget(result: dict, out) -> None:
+    """Parent run (chain, stage bundles with their weights, data, table and plot) with one nested
+    run per acceleration holding its PSNR, SSIM and Dice per class."""
+    from mribundles.chains.stages import find_bundle
+    from mribundles.tracking import bundle_params, tracked_run
+
+    params = {"chain": result["chain"], "kspace_file": result["kspace_file"], "mask": result["mask"], "seed": result["seed"]}
+    for stage in ("recon_bundle", "seg_bundle"):
+        for key, value in bundle_params(find_bundle(result[stage])).items():
+            params[f"{stage}.{key}"] = value
+    with tracked_run(f"acceleration-budget {result['chain']}", params, output_dir=out) as (client, parent):
+        client.log_artifact(parent, str(out / "budget.json"))
+        client.log_artifact(parent, str(out / "budget.png"))
+        for row in result["rows"]:
+            with tracked_run(f"R={row['acceleration']:g}", {"acceleration": row["acceleration"]}, output_dir=out,
+                             parent_run_id=parent) as (_, run_id):
+                metrics = {"psnr": row["psnr"], "ssim": row["ssim"], "mean_dice": row["mean_dice"]}
+                metrics.update({f"dice_{name.replace(' ', '_')}": value for name, value in row["dice"].items()})
+                for key, value in metrics.items():
+                    client.log_metric(run_id, key, value)
 
 
 register(
