@@ -212,3 +212,12 @@ def test_acceleration_budget_refuses_undersampled_input(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: only 25.0% of k-space is sampled") and "needs fully sampled k-space" in err
+
+
+def test_batch_size_for_device_memory():
+    from mribundles.chains import batch_size_for
+
+    gib = 2**30
+    assert batch_size_for(free_bytes=40 * gib, bytes_per_slice=1 * gib) == 20  # half of the free memory
+    assert batch_size_for(free_bytes=1 * gib, bytes_per_slice=3 * gib) == 1  # never below one slice
+    assert batch_size_for(free_bytes=1000 * gib, bytes_per_slice=gib // 100) == 64  # capped
