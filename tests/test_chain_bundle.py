@@ -221,3 +221,22 @@ def test_batch_size_for_device_memory():
     assert batch_size_for(free_bytes=40 * gib, bytes_per_slice=1 * gib) == 20  # half of the free memory
     assert batch_size_for(free_bytes=1 * gib, bytes_per_slice=3 * gib) == 1  # never below one slice
     assert batch_size_for(free_bytes=1000 * gib, bytes_per_slice=gib // 100) == 64  # capped
+
+
+def test_many_studies_are_sharded_across_processes(multislice_kspace, tmp_path):
+    """torchrun with two CPU processes and three studies: every study is processed once."""
+    import os
+
+    studies = []
+    for name in ("a", "b", "c"):
+        studies.append(tmp_path / f"study_{name}.h5")
+        shutil.copy(multislice_kspace, studies[-1])
+    configs = f"['{BUNDLE / 'configs' / 'inference.json'}','{BUNDLE / 'configs' / 'multi_gpu_inference.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "--config_file", configs, "--kspace_file", json.dumps([str(s) for s in studies]),
+           "--recon_bundle", RECON, "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert log.count("Engine run finished") == 2  # both ranks had studies: 2 + 1
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_seg.nii.gz")) == [f"study_{n}_seg.nii.gz" for n in "abc"]
