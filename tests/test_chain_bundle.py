@@ -41,8 +41,9 @@ def multislice_kspace(tmp_path_factory) -> Path:
 
 
 def _chain_workflow(kspace: Path, out: Path, **override):
+    # device as the command line gives it: a plain string
     return workflow(BUNDLE, ["inference.json"], "infer", kspace_file=str(kspace), output_dir=str(out),
-                    recon_bundle=RECON, device="$torch.device('cpu')", **override)
+                    recon_bundle=RECON, device="cpu", **override)
 
 
 def test_metadata_valid_against_shipped_schema():

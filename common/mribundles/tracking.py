@@ -7,9 +7,10 @@ Two ways in, one store:
   Our configs add `RunLineage`, which writes into that same run what MONAI does not know: the
   bundle's name, version and weights sha256, the acquisition settings (mask, acceleration,
   seed, device), per-case metrics and the run's figures.
-- our commands (``mribundles evaluate-recon --track``) open runs with `tracked_run`, nested
-  under a parent run where one command runs several stages or methods, so the lineage
-  k-space -> reconstruction -> analysis reads as a tree in the MLflow UI.
+- chains: each stage opens a run nested under the chain's (`stage_run`), so the lineage
+  k-space -> reconstruction -> analysis reads as a tree in the MLflow UI;
+- our commands (``evaluate-recon --track``, ``acceleration-budget --track``) open runs with
+  `tracked_run`: a parent run with one nested run per method or setting.
 
 The store is ``MLFLOW_TRACKING_URI`` when set (a shared server), else a SQLite database in the
 run's output folder (MLflow 3 refuses file stores). A server that does not answer is reported

@@ -65,6 +65,7 @@ class ReconStage:
     def __post_init__(self) -> None:
         from mribundles.evaluation import load_recon_bundle
 
+        self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
         self.root = find_bundle(self.bundle)
         self.metadata = _metadata(self.root)
         overrides = {"mask": self.mask, "acceleration": self.acceleration, "center_fraction": self.center_fraction,
@@ -133,6 +134,7 @@ class SegStage:
 
         from mribundles.transforms import LoadVolumed
 
+        self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
         self.root = find_bundle(self.bundle)
         self.metadata = _metadata(self.root)
         parser = ConfigParser()
