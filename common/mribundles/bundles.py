@@ -56,10 +56,14 @@ def _command_line_bundles() -> list[Path]:
     return folders
 
 
+def read_metadata(bundle_dir: str | Path) -> dict:
+    """A bundle's ``configs/metadata.json`` as a dictionary."""
+    return json.loads((Path(bundle_dir) / "configs" / "metadata.json").read_text(encoding="utf-8"))
+
+
 def _bundle_name(folder: Path) -> str | None:
-    meta = folder / "configs" / "metadata.json"
     try:
-        return json.loads(meta.read_text()).get("name")
+        return read_metadata(folder).get("name")
     except (OSError, ValueError):
         return None
 
@@ -79,7 +83,53 @@ def record_weights_sha256(bundle_dir: str | Path) -> str:
     """Write the SHA-256 of `models/model.pt` into metadata.json (`weights_sha256`)."""
     bundle_dir = Path(bundle_dir)
     meta_file = bundle_dir / "configs" / "metadata.json"
-    meta = json.loads(meta_file.read_text())
+    meta = read_metadata(bundle_dir)
     meta["weights_sha256"] = {"models/model.pt": file_sha256(bundle_dir / "models" / "model.pt")}
     meta_file.write_text(json.dumps(meta, indent=4) + "\n")
     return meta["weights_sha256"]["models/model.pt"]
+
+
+def check_recorded_weights(bundle_dir: str | Path, metadata: dict) -> None:
+    """Refuse weights that differ from the hashes the metadata publishes (`weights_sha256`)."""
+    from mribundles.errors import InvalidInputError
+
+    for rel, expected in metadata.get("weights_sha256", {}).items():
+        path = Path(bundle_dir) / rel
+        if not path.is_file():
+            raise InvalidInputError(f"weights listed in metadata weights_sha256 are missing: {rel}", path)
+        if file_sha256(path) != expected:
+            raise InvalidInputError("weights differ from metadata weights_sha256 (run record_weights_sha256)", path)
+
+
+def load_inference(bundle_dir: str | Path, overrides: dict, device):
+    """Parse a bundle's ``configs/inference.json`` with ``overrides`` and load its weights.
+
+    Returns ``(parser, network)``: the parsed config, for the caller to take the pieces it runs,
+    and the network with the ``ckpt_path`` weights (``weights_only=True``), in eval mode on
+    ``device``. A CheckpointSaver dict (``{"model": state_dict}``) is accepted as well.
+    """
+    import torch
+    from monai.bundle import ConfigParser  # MONAI takes seconds to import
+
+    from mribundles.errors import InvalidInputError
+
+    bundle_dir = Path(bundle_dir)
+    config_file = bundle_dir / "configs" / "inference.json"
+    if not config_file.is_file():
+        raise InvalidInputError("no configs/inference.json in the bundle", bundle_dir)
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_dir)
+    for key, value in overrides.items():
+        parser[key] = value
+    parser.parse()
+    network = parser.get_parsed_content("network")
+    ckpt = Path(parser.get_parsed_content("ckpt_path"))
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: no trained weights (ckpt_path of {config_file})")
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    network.load_state_dict(state)
+    network.to(device).eval()
+    return parser, network

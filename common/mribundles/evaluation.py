@@ -17,7 +17,6 @@ volume's maximum).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from mribundles.baselines.cs import DEFAULT_LAMDA, l1_wavelet_recon
+from mribundles.bundles import load_inference, read_metadata
 from mribundles.data import kspace_slices
 from mribundles.errors import InvalidInputError
 from mribundles.io.kspace import load_kspace
@@ -51,38 +51,16 @@ def require_fully_sampled(kspace: torch.Tensor, path: str | os.PathLike) -> None
 
 def _bundle_name(bundle_dir: Path) -> str:
     try:
-        return json.loads((bundle_dir / "configs" / "metadata.json").read_text())["name"]
+        return read_metadata(bundle_dir)["name"]
     except (OSError, ValueError, KeyError):
         return bundle_dir.name
 
 
 def load_recon_bundle(bundle_dir: Path, overrides: dict, device: torch.device):
     """Parse inference.json with overrides -> (preprocessing, prepare_batch, network, postprocessing)."""
-    from monai.bundle import ConfigParser  # MONAI takes seconds to import
-
-    config_file = bundle_dir / "configs" / "inference.json"
-    if not config_file.is_file():
-        raise InvalidInputError("no configs/inference.json in the bundle", bundle_dir)
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle_dir)
-    for key, value in overrides.items():
-        parser[key] = value
-    parser.parse()
-    preprocessing = parser.get_parsed_content("preprocessing")
-    prepare_batch = parser.get_parsed_content("prepare_batch")
-    network = parser.get_parsed_content("network")
+    parser, network = load_inference(bundle_dir, overrides, device)
     postprocessing = parser.get_parsed_content("postprocessing") if "postprocessing" in parser else None
-
-    ckpt = Path(parser.get_parsed_content("ckpt_path"))
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: no trained weights (ckpt_path of {config_file})")
-    state = torch.load(ckpt, map_location=device, weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a CheckpointSaver dict rather than a plain state_dict
-    network.load_state_dict(state)
-    network.to(device).eval()
-    return preprocessing, prepare_batch, network, postprocessing
+    return parser.get_parsed_content("preprocessing"), parser.get_parsed_content("prepare_batch"), network, postprocessing
 
 
 def _run_network(item: dict, prepare_batch, network, postprocessing, device) -> torch.Tensor:

@@ -83,12 +83,10 @@ def bundle_params(bundle_root: str | os.PathLike) -> dict[str, str]:
     The weights are hashed as they are on disk, not copied from the metadata: lineage must name
     the weights that ran, also when someone retrained them in place.
     """
-    import json
-
-    from mribundles.bundles import file_sha256
+    from mribundles.bundles import file_sha256, read_metadata
 
     root = Path(bundle_root)
-    meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    meta = read_metadata(root)
     params = {"bundle_name": meta.get("name", root.name), "bundle_version": meta.get("version", "")}
     for rel in meta.get("weights_sha256") or {"models/model.pt": None}:
         if (root / rel).is_file():

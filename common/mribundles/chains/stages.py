@@ -13,7 +13,6 @@ the chain's inputs are read from files and only its final outputs are written.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,7 @@ from pathlib import Path
 import torch
 from monai.data import MetaTensor
 
-from mribundles.bundles import bundle_root
-from mribundles.errors import InvalidInputError
+from mribundles.bundles import bundle_root, load_inference, read_metadata
 
 __all__ = ["ReconStage", "SegStage", "batch_size_for", "find_bundle"]
 
@@ -33,10 +31,6 @@ def find_bundle(bundle: str | os.PathLike) -> Path:
     if (path / "configs" / "metadata.json").is_file():
         return path.resolve()
     return Path(bundle_root(str(bundle)))
-
-
-def _metadata(root: Path) -> dict:
-    return json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -67,7 +61,7 @@ class ReconStage:
 
         self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
         self.root = find_bundle(self.bundle)
-        self.metadata = _metadata(self.root)
+        self.metadata = read_metadata(self.root)
         overrides = {"mask": self.mask, "acceleration": self.acceleration, "center_fraction": self.center_fraction,
                      "seed": self.seed, "device": self.device}
         self.preprocessing, self.prepare_batch, self.network, _ = load_recon_bundle(self.root, overrides, self.device)
@@ -129,29 +123,18 @@ class SegStage:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from monai.bundle import ConfigParser
         from monai.transforms import Compose
 
         from mribundles.transforms import LoadVolumed
 
         self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
         self.root = find_bundle(self.bundle)
-        self.metadata = _metadata(self.root)
-        parser = ConfigParser()
-        parser.read_config(str(self.root / "configs" / "inference.json"))
-        parser["bundle_root"] = str(self.root)
-        parser["device"] = self.device
-        parser.parse()
+        self.metadata = read_metadata(self.root)
+        parser, self.network = load_inference(self.root, {"device": self.device}, self.device)
         transforms = parser.get_parsed_content("preprocessing").transforms
         self.preprocessing = Compose([t for t in transforms if not isinstance(t, LoadVolumed)])
         self.inferer = parser.get_parsed_content("inferer")
         self.class_names = parser.get_parsed_content("class_names")
-        self.network = parser.get_parsed_content("network")
-        ckpt = Path(parser.get_parsed_content("ckpt_path"))
-        if not ckpt.is_file():
-            raise InvalidInputError("no trained weights at ckpt_path", ckpt)
-        self.network.load_state_dict(torch.load(ckpt, map_location=self.device, weights_only=True))
-        self.network.to(self.device).eval()
 
     def __call__(self, volume: MetaTensor) -> tuple[MetaTensor, MetaTensor]:
         """(labels on the input grid, (image, labels) on the network's grid for figures)."""

@@ -13,10 +13,11 @@ import json
 import os
 from pathlib import Path
 
+from mribundles.bundles import check_recorded_weights
 from mribundles.errors import InvalidInputError
 from mribundles.sharing.compat import check_requirements
 from mribundles.sharing.metadata import verify_bundle_metadata
-from mribundles.sharing.package import check_recorded_weights, extract_package, open_package
+from mribundles.sharing.package import extract_package, open_package
 from mribundles.sharing.review import review_bundle
 
 __all__ = ["install_bundle"]

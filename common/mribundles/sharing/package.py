@@ -25,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from mribundles.bundles import check_recorded_weights, file_sha256
 from mribundles.errors import InvalidInputError
 from mribundles.io.atomic import atomic_path
 from mribundles.sharing import signing
 
-__all__ = ["MANIFEST", "SIGNATURE", "Package", "check_recorded_weights", "extract_package", "open_package", "pack_bundle"]
+__all__ = ["MANIFEST", "SIGNATURE", "Package", "extract_package", "open_package", "pack_bundle"]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -60,18 +61,6 @@ def _metadata(bundle_dir: Path) -> dict:
     return json.loads(verify_bundle_metadata(bundle_dir).read_text(encoding="utf-8"))
 
 
-def check_recorded_weights(bundle_dir: Path, metadata: dict) -> None:
-    """Refuse to pack weights that differ from the hashes the metadata publishes."""
-    from mribundles.bundles import file_sha256
-
-    for rel, expected in metadata.get("weights_sha256", {}).items():
-        path = bundle_dir / rel
-        if not path.is_file():
-            raise InvalidInputError(f"weights listed in metadata weights_sha256 are missing: {rel}", path)
-        if file_sha256(path) != expected:
-            raise InvalidInputError("weights differ from metadata weights_sha256 (run record_weights_sha256)", path)
-
-
 def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, key: str | os.PathLike | None = None) -> Path:
     """Write ``<out_dir>/<name>-<version>.zip`` (default: the current folder) and return its path.
 
@@ -89,7 +78,7 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         "format": FORMAT,
         "bundle": name,
         "version": version,
-        "files": {arcnames[f]: _sha256_file(f) for f in files},
+        "files": {arcnames[f]: file_sha256(f) for f in files},
     }
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
     signature = None if key is None else signing.sign(manifest_bytes, key)
@@ -109,12 +98,6 @@ def _write_entry(zf: zipfile.ZipFile, arcname: str, data: bytes) -> None:
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
     zf.writestr(info, data)
-
-
-def _sha256_file(path: Path) -> str:
-    from mribundles.bundles import file_sha256
-
-    return file_sha256(path)
 
 
 @dataclass(frozen=True)
