@@ -47,3 +47,20 @@ def image_label_pairs(folder: str | os.PathLike, label_suffix: str = "_label") -
     if not pairs:
         raise FileNotFoundError(f"{folder}: no image with a '{label_suffix}' label map beside it")
     return pairs
+
+
+def registration_pairs(moving: str | list, fixed: str | list, moving_label: str | list | None = None, fixed_label: str | list | None = None) -> list[dict]:
+    """`[{"moving_image", "fixed_image"[, "moving_label"][, "fixed_label"]}, ...]`: one entry per
+    pair, from single paths or equally long lists. A label left out (None or "") is simply
+    absent, and the run reports no Dice for it."""
+    def as_list(value) -> list:
+        return [value] if isinstance(value, (str, os.PathLike)) or value is None else list(value)
+
+    columns = {"moving_image": as_list(moving), "fixed_image": as_list(fixed), "moving_label": as_list(moving_label), "fixed_label": as_list(fixed_label)}
+    n = len(columns["moving_image"])
+    for key, values in columns.items():
+        if len(values) == 1 and n > 1:
+            columns[key] = values * n
+        elif len(columns[key]) != n:
+            raise ValueError(f"{key}: {len(values)} entries for {n} moving images")
+    return [{k: str(v[i]) for k, v in columns.items() if v[i]} for i in range(n)]
