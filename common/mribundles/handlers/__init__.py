@@ -1,6 +1,7 @@
 """Ignite handlers shared by the bundles."""
 
 from mribundles.handlers.recon_metric import ReconMetric
+from mribundles.handlers.registration_report import RegistrationReport, save_registration_png
 from mribundles.handlers.recon_writer import ReconstructionWriter, save_comparison_png, slice_names
 from mribundles.handlers.seg_overlay import SegmentationOverlayWriter, save_overlay_png
 
@@ -8,9 +9,11 @@ __all__ = [
     "from_engine_class",
     "ReconMetric",
     "ReconstructionWriter",
+    "RegistrationReport",
     "SegmentationOverlayWriter",
     "save_comparison_png",
     "save_overlay_png",
+    "save_registration_png",
     "slice_names",
 ]
 

@@ -1,7 +1,8 @@
-"""Reconstruction networks."""
+"""Reconstruction and registration networks."""
 
 from mribundles.networks.image_unet import ImageUnet
+from mribundles.networks.registration import CoarseVoxelMorph
 from mribundles.networks.unet import NormUnet, Unet
 from mribundles.networks.varnet import VarNet
 
-__all__ = ["ImageUnet", "NormUnet", "Unet", "VarNet"]
+__all__ = ["CoarseVoxelMorph", "ImageUnet", "NormUnet", "Unet", "VarNet"]

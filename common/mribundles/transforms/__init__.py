@@ -10,9 +10,14 @@ from mribundles.transforms.kspace import (
     UndersampleKspaced,
     ZeroFilld,
 )
+from mribundles.transforms.registration import AffineAlignd, NamePaird, RandDiffeomorphicPaird, Warpd
 from mribundles.transforms.volume import LoadVolumed, ZeroBackgroundd
 
 __all__ = [
+    "AffineAlignd",
+    "NamePaird",
+    "RandDiffeomorphicPaird",
+    "Warpd",
     "MASK_KINDS",
     "CropKspaced",
     "LoadKspaced",
