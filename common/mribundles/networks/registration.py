@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from monai.networks.nets import VoxelMorph, VoxelMorphUNet
 from torch import nn
 
+from mribundles.registration.refine import refine_velocity
+
 __all__ = ["CoarseVoxelMorph"]
 
 
@@ -27,6 +29,10 @@ class CoarseVoxelMorph(nn.Module):
         unet_out_channels, final_conv_channels: as MONAI's `VoxelMorphUNet`.
         integration_steps: scaling-and-squaring steps (0: not diffeomorphic).
         factor: pooling factor between the input grid and the network's grid.
+        refine_steps: instance-specific optimisation steps on the predicted velocity
+            (`registration.refine_velocity`) before it is integrated; 0 for the network alone.
+            Settable after construction, e.g. from a config.
+        refine_lr, refine_smoothness: their step size and regulariser weight.
 
     Inputs: moving, fixed (B, 1, X, Y, Z), each spatial size divisible by
     ``factor * 2 ** (len(channels) // 2)``. Output: ddf (B, 3, X, Y, Z) in voxels of the input
@@ -40,6 +46,9 @@ class CoarseVoxelMorph(nn.Module):
         final_conv_channels: tuple[int, ...] = (16,),
         integration_steps: int = 7,
         factor: int = 2,
+        refine_steps: int = 0,
+        refine_lr: float = 0.1,
+        refine_smoothness: float = 1.0,
     ):
         super().__init__()
         backbone = VoxelMorphUNet(
@@ -51,11 +60,17 @@ class CoarseVoxelMorph(nn.Module):
         )
         self.voxelmorph = VoxelMorph(backbone=backbone, integration_steps=integration_steps, spatial_dims=3)
         self.factor = factor
+        self.refine_steps, self.refine_lr, self.refine_smoothness = refine_steps, refine_lr, refine_smoothness
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         if self.factor > 1:
             moving, fixed = F.avg_pool3d(moving, self.factor), F.avg_pool3d(fixed, self.factor)
-        _, ddf = self.voxelmorph(moving, fixed)
+        if self.refine_steps > 0 and self.voxelmorph.diffeomorphic:
+            velocity = self.voxelmorph.backbone(torch.cat([moving, fixed], dim=1))
+            velocity = refine_velocity(velocity, moving, fixed, self.refine_steps, self.refine_lr, self.refine_smoothness)
+            ddf = self.voxelmorph.dvf2ddf(velocity)
+        else:
+            _, ddf = self.voxelmorph(moving, fixed)
         if self.factor > 1:
             # align_corners=False: coarse voxel i is the mean of fine voxels f*i .. f*i+f-1,
             # centred at f*i + (f-1)/2, which is how avg_pool3d made it.
