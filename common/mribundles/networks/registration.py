@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.networks.nets import VoxelMorph, VoxelMorphUNet
+from monai.utils import convert_to_dst_type
 from torch import nn
 
 from mribundles.registration.refine import refine_velocity
@@ -65,7 +66,9 @@ class CoarseVoxelMorph(nn.Module):
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         # plain tensors: MONAI engines hand MetaTensors, whose metadata bookkeeping would
-        # dominate the refinement loop; the field's geometry is the inputs' anyway
+        # dominate the refinement loop. The field lies on the fixed grid, so it leaves with the
+        # fixed image's metadata, which the writers downstream need (affine, file name).
+        geometry = fixed
         moving, fixed = (x.as_tensor() if isinstance(x, MetaTensor) else x for x in (moving, fixed))
         if self.factor > 1:
             moving, fixed = F.avg_pool3d(moving, self.factor), F.avg_pool3d(fixed, self.factor)
@@ -79,4 +82,6 @@ class CoarseVoxelMorph(nn.Module):
             # align_corners=False: coarse voxel i is the mean of fine voxels f*i .. f*i+f-1,
             # centred at f*i + (f-1)/2, which is how avg_pool3d made it.
             ddf = F.interpolate(ddf, scale_factor=self.factor, mode="trilinear", align_corners=False) * self.factor
+        if isinstance(geometry, MetaTensor):
+            return convert_to_dst_type(ddf, geometry)[0]
         return ddf
