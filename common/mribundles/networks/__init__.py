@@ -2,7 +2,8 @@
 
 from mribundles.networks.image_unet import ImageUnet
 from mribundles.networks.registration import CoarseVoxelMorph
+from mribundles.networks.superres import ResidualUNet3d
 from mribundles.networks.unet import NormUnet, Unet
 from mribundles.networks.varnet import VarNet
 
-__all__ = ["CoarseVoxelMorph", "ImageUnet", "NormUnet", "Unet", "VarNet"]
+__all__ = ["CoarseVoxelMorph", "ImageUnet", "NormUnet", "ResidualUNet3d", "Unet", "VarNet"]

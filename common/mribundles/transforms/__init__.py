@@ -11,6 +11,14 @@ from mribundles.transforms.kspace import (
     ZeroFilld,
 )
 from mribundles.transforms.registration import AffineAlignd, NamePaird, RandDiffeomorphicPaird, Warpd
+from mribundles.transforms.superres import (
+    RandSimulateLowResd,
+    RestoreIntensityd,
+    ScaleIntensityByPercentiled,
+    SimulateLowResd,
+    ToHighResGridd,
+    degradation_list,
+)
 from mribundles.transforms.volume import LoadVolumed, ZeroBackgroundd
 
 __all__ = [
@@ -24,8 +32,14 @@ __all__ = [
     "LoadVolumed",
     "NormalizeKspaced",
     "ReferenceImaged",
+    "RandSimulateLowResd",
+    "RestoreIntensityd",
     "RSSImaged",
+    "ScaleIntensityByPercentiled",
+    "SimulateLowResd",
+    "ToHighResGridd",
     "UndersampleKspaced",
     "ZeroBackgroundd",
     "ZeroFilld",
+    "degradation_list",
 ]
