@@ -227,15 +227,18 @@ def test_float32_volumes_stay_float32_and_match_float64():
 
 
 def test_to_highres_grid_refuses_spacings_it_cannot_refine(tmp_path):
-    grid = ToHighResGridd("image", target_spacing=1.0, max_factor=4)
+    grid = ToHighResGridd("image", target_spacing=1.0, factors=(2, 4))
     source = str(tmp_path / "lr.nii.gz")
     odd = MetaTensor(torch.ones(1, 8, 8, 8), affine=torch.diag(torch.tensor([1.0, 1.0, 2.5, 1.0], dtype=torch.float64)), meta={"filename_or_obj": source})
     with pytest.raises(InvalidInputError, match=r"voxel size 2.5 mm along axis 2 is not a whole multiple") as info:
         grid({"image": odd})
     assert str(info.value).startswith(source)
-    coarse = MetaTensor(torch.ones(1, 8, 8, 8), affine=torch.diag(torch.tensor([1.0, 6.0, 1.0, 1.0], dtype=torch.float64)), meta={"filename_or_obj": source})
-    with pytest.raises(InvalidInputError, match="6x the target spacing 1 mm; this network handles factors up to 4"):
-        grid({"image": coarse})
+    for size in (3.0, 6.0):
+        coarse = MetaTensor(torch.ones(1, 8, 8, 8), affine=torch.diag(torch.tensor([1.0, size, 1.0, 1.0], dtype=torch.float64)), meta={"filename_or_obj": source})
+        with pytest.raises(InvalidInputError, match=f"{size:g}x the target spacing 1 mm; this network was trained for factors \\[2, 4\\]"):
+            grid({"image": coarse})
+    fine = MetaTensor(torch.ones(1, 8, 8, 8), affine=torch.diag(torch.tensor([1.0, 4.0, 2.0, 1.0], dtype=torch.float64)))
+    assert grid({"image": fine})["image"].shape == (1, 8, 32, 16)
 
 
 def test_random_pairs_are_aligned_and_reproducible():

@@ -53,11 +53,12 @@ class ResidualUNet3d(nn.Module):
         self.head = nn.Conv3d(head_channels, 1, kernel_size=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.multiple = math.prod(strides)
+        self.multiple = int(math.prod(strides))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        pad = [(-s) % self.multiple for s in size]
-        padded = F.pad(x, [p for axis in reversed(pad) for p in (0, axis)], mode="replicate") if any(pad) else x
-        residual = self.head(self.unet(padded))[:, :, : size[0], : size[1], : size[2]]
+        # three literal dims, no comprehensions: TorchScript (monai.bundle ckpt_export) takes it
+        nx, ny, nz = x.shape[2], x.shape[3], x.shape[4]
+        px, py, pz = (-nx) % self.multiple, (-ny) % self.multiple, (-nz) % self.multiple
+        padded = F.pad(x, [0, pz, 0, py, 0, px], mode="replicate") if px + py + pz > 0 else x
+        residual = self.head(self.unet(padded))[:, :, :nx, :ny, :nz]
         return x + residual

@@ -240,8 +240,9 @@ class ToHighResGridd(MapTransform):
     """LR volume -> interpolated onto the HR grid its affine implies.
 
     Along each axis the factor is the voxel size over ``target_spacing``, rounded; it must be a
-    whole number (within ``tolerance``, relative) no larger than ``max_factor``, else the input
-    is refused with an InvalidInputError naming the file (never resampled by a guess). The
+    whole number (within ``tolerance``, relative), and 1 or one of ``factors`` (those the network
+    was trained for), else the input is refused with an InvalidInputError naming the file (never
+    resampled by a guess, never handed to a network that has not learned that blur). The
     output has ``f`` times the voxels along each axis and the HR affine (`highres_affine`), and
     ``meta["lowres_factors"]`` records the factors.
 
@@ -249,7 +250,8 @@ class ToHighResGridd(MapTransform):
         keys: keys of LR (C, x, y, z) MetaTensors.
         target_spacing: HR voxel size in mm (the training data's).
         mode: "sinc", "cubic" or "linear" (`physics.interpolate`).
-        max_factor: the largest factor accepted.
+        factors: the factors accepted along a coarse axis; an axis at ``target_spacing`` (factor
+            1) is always accepted.
         tolerance: relative deviation from a whole factor that is accepted (0.05: 3.9 mm
             voxels give factor 4 for 1 mm).
     """
@@ -259,14 +261,15 @@ class ToHighResGridd(MapTransform):
         keys: KeysCollection,
         target_spacing: float = 1.0,
         mode: str = "sinc",
-        max_factor: int = 4,
+        factors: Sequence[int] = (2, 3, 4),
         tolerance: float = 0.05,
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         if mode not in INTERPOLATION_MODES:
             raise InvalidInputError(f"interpolation must be one of {INTERPOLATION_MODES}, got {mode!r}")
-        self.target_spacing, self.mode, self.max_factor, self.tolerance = float(target_spacing), mode, int(max_factor), float(tolerance)
+        self.target_spacing, self.mode, self.tolerance = float(target_spacing), mode, float(tolerance)
+        self.accepted = sorted({1, *(int(f) for f in factors)})
 
     def factors(self, affine: np.ndarray, source: object = None) -> tuple[int, int, int]:
         """Integer factors (fx, fy, fz) of an LR affine; InvalidInputError when there are none."""
@@ -281,10 +284,10 @@ class ToHighResGridd(MapTransform):
                     f"{self.target_spacing:g} mm; resample the volume first or set target_spacing",
                     source,
                 )
-            if factor > self.max_factor:
+            if factor not in self.accepted:
                 raise InvalidInputError(
                     f"voxel size {size:.3g} mm along axis {axis} is {factor}x the target spacing "
-                    f"{self.target_spacing:g} mm; this network handles factors up to {self.max_factor}",
+                    f"{self.target_spacing:g} mm; this network was trained for factors {self.accepted[1:]}",
                     source,
                 )
             factors.append(factor)
