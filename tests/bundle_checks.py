@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -246,3 +247,35 @@ class _RunsCodeWhenUnpickled:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.marker),))
+
+
+@contextmanager
+def no_host_copies_or_files():
+    """Make copying image data to the host and writing files fail. Small tensors (a 4x4 affine,
+    a scalar) may still be read: they are geometry, not image data."""
+    import builtins
+
+    original = {"cpu": torch.Tensor.cpu, "numpy": torch.Tensor.numpy, "open": builtins.open, "save": torch.save}
+
+    def guard(name):
+        def method(self, *args, **kwargs):
+            if self.numel() > 64:
+                raise AssertionError(f"Tensor.{name}() of {tuple(self.shape)} inside a stage hand-off")
+            return original[name](self, *args, **kwargs)
+        return method
+
+    def no_write_open(file, mode="r", *args, **kwargs):
+        if any(m in mode for m in "wax+"):
+            raise AssertionError(f"file write inside a stage hand-off: {file}")
+        return original["open"](file, mode, *args, **kwargs)
+
+    def no_save(*args, **kwargs):
+        raise AssertionError("torch.save inside a stage hand-off")
+
+    torch.Tensor.cpu, torch.Tensor.numpy = guard("cpu"), guard("numpy")
+    builtins.open, torch.save = no_write_open, no_save
+    try:
+        yield
+    finally:
+        torch.Tensor.cpu, torch.Tensor.numpy = original["cpu"], original["numpy"]
+        builtins.open, torch.save = original["open"], original["save"]

@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -16,7 +15,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from bundle_checks import REPO, check_metadata, workflow
+from bundle_checks import REPO, check_metadata, no_host_copies_or_files, workflow
 from mribundles.chains import ReconSegChain, ReconStage, SegStage
 from mribundles.errors import InvalidInputError
 from mribundles.io import write_fastmri
@@ -64,38 +63,6 @@ def test_chain_writes_every_stage_on_the_acquisition_grid(multislice_kspace, tmp
     assert (tmp_path / "mni_slab_overview.png").stat().st_size > 10_000
 
 
-@contextmanager
-def _no_host_copies_or_files():
-    """Make copying image data to the host and writing files fail. Small tensors (a 4x4 affine,
-    a scalar) may still be read: they are geometry, not image data."""
-    import builtins
-
-    original = {"cpu": torch.Tensor.cpu, "numpy": torch.Tensor.numpy, "open": builtins.open, "save": torch.save}
-
-    def guard(name):
-        def method(self, *args, **kwargs):
-            if self.numel() > 64:
-                raise AssertionError(f"Tensor.{name}() of {tuple(self.shape)} inside a stage hand-off")
-            return original[name](self, *args, **kwargs)
-        return method
-
-    def no_write_open(file, mode="r", *args, **kwargs):
-        if any(m in mode for m in "wax+"):
-            raise AssertionError(f"file write inside a stage hand-off: {file}")
-        return original["open"](file, mode, *args, **kwargs)
-
-    def no_save(*args, **kwargs):
-        raise AssertionError("torch.save inside a stage hand-off")
-
-    torch.Tensor.cpu, torch.Tensor.numpy = guard("cpu"), guard("numpy")
-    builtins.open, torch.save = no_write_open, no_save
-    try:
-        yield
-    finally:
-        torch.Tensor.cpu, torch.Tensor.numpy = original["cpu"], original["numpy"]
-        builtins.open, torch.save = original["open"], original["save"]
-
-
 def test_stages_hand_over_in_memory_on_the_device(multislice_kspace, tmp_path, monkeypatch):
     """The reconstruction's network output, the assembled volume and the whole segmentation
     stage run with host copies and file writes made to fail; the volume handed over is a
@@ -106,7 +73,7 @@ def test_stages_hand_over_in_memory_on_the_device(multislice_kspace, tmp_path, m
 
     def guarded_seg(self, volume):
         handed_over.append((type(volume), volume.device, volume.shape))
-        with _no_host_copies_or_files():
+        with no_host_copies_or_files():
             return original_seg_call(self, volume)
 
     original_recon_call = ReconStage.__call__
@@ -115,7 +82,7 @@ def test_stages_hand_over_in_memory_on_the_device(multislice_kspace, tmp_path, m
         forward = self.network.forward
 
         def guarded_forward(*args, **kwargs):  # from the network's input on: no host copies
-            with _no_host_copies_or_files():
+            with no_host_copies_or_files():
                 return forward(*args, **kwargs)
 
         monkeypatch.setattr(self.network, "forward", guarded_forward)

@@ -50,25 +50,33 @@ def kspace_affine(kspace_file: str | os.PathLike, voxel_size=(1.0, 1.0, 1.0)) ->
     return torch.as_tensor(np.diag([*map(float, voxel_size), 1.0]))
 
 
-def check_compatible(recon: ReconStage, seg: SegStage) -> None:
-    """Refuse, before any work, stage bundles that cannot feed each other."""
-    r_meta, s_meta = recon.metadata, seg.metadata
-    names = f"{r_meta.get('name')} {r_meta.get('version')} -> {s_meta.get('name')} {s_meta.get('version')}"
+def check_compatible(upstream, downstream, names: tuple[str, str] = ("reconstruction", "segmentation")) -> None:
+    """Refuse, before any work, two consecutive stage bundles that cannot feed each other.
+
+    The upstream bundle's ``pred`` output is compared with the downstream bundle's image input
+    (``image``, or ``moving_image`` for a registration bundle): channels, intensity format, a 3D
+    network, and the library version both were built with. ``names`` are the stages' roles, for
+    the message.
+    """
+    r_meta, s_meta = upstream.metadata, downstream.metadata
+    up, down = names
+    bundles = f"{r_meta.get('name')} {r_meta.get('version')} -> {s_meta.get('name')} {s_meta.get('version')}"
     r_out = r_meta["network_data_format"]["outputs"]["pred"]
-    s_in = s_meta["network_data_format"]["inputs"]["image"]
+    inputs = s_meta["network_data_format"]["inputs"]
+    s_in = inputs.get("image", inputs.get("moving_image", {}))
     problems = []
     if r_out.get("num_channels") != s_in.get("num_channels"):
-        problems.append(f"channels: reconstruction gives {r_out.get('num_channels')}, segmentation takes {s_in.get('num_channels')}")
+        problems.append(f"channels: {up} gives {r_out.get('num_channels')}, {down} takes {s_in.get('num_channels')}")
     if r_out.get("format") != s_in.get("format"):
-        problems.append(f"intensity: reconstruction gives '{r_out.get('format')}' images, segmentation takes '{s_in.get('format')}'")
+        problems.append(f"intensity: {up} gives '{r_out.get('format')}' images, {down} takes '{s_in.get('format')}'")
     if len(s_in.get("spatial_shape", [])) != 3:
-        problems.append("segmentation is not a 3D bundle")
+        problems.append(f"{down} is not a 3D bundle")
     r_lib = r_meta.get("required_packages_version", {}).get("mri-bundles")
     s_lib = s_meta.get("required_packages_version", {}).get("mri-bundles")
     if r_lib and s_lib and r_lib.split(".")[:2] != s_lib.split(".")[:2]:
         problems.append(f"versions: built with mri-bundles {r_lib} and {s_lib}")
     if problems:
-        raise InvalidInputError(f"stage bundles do not fit ({names}): {'; '.join(problems)}")
+        raise InvalidInputError(f"stage bundles do not fit ({bundles}): {'; '.join(problems)}")
 
 
 class ReconSegChain:

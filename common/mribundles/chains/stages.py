@@ -7,8 +7,9 @@ a stage bundle is copied into the chain's configs, so a retrained or re-publishe
 is picked up as it is.
 
 Between stages the data is a `MetaTensor` on the chain's device: the reconstruction stage returns
-the volume (1, x, y, z) with its affine, and the segmentation stage takes it from there. Only
-the chain's inputs are read from files and only its final outputs are written.
+the volume (1, x, y, z) with its affine, and the super-resolution, segmentation and registration
+stages take it from there. Only the chain's inputs (k-space, a registration template) are read
+from files and only its final outputs are written.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import torch
 from monai.data import MetaTensor
+from monai.transforms import Compose
 
 from mribundles.bundles import bundle_root, load_inference, read_metadata
 
-__all__ = ["ReconStage", "SegStage", "batch_size_for", "find_bundle"]
+__all__ = ["ReconStage", "RegStage", "SegStage", "SuperResStage", "batch_size_for", "find_bundle", "optional_stage"]
 
 
 def find_bundle(bundle: str | os.PathLike) -> Path:
@@ -31,6 +33,27 @@ def find_bundle(bundle: str | os.PathLike) -> Path:
     if (path / "configs" / "metadata.json").is_file():
         return path.resolve()
     return Path(bundle_root(str(bundle)))
+
+
+def optional_stage(stage: type, bundle: str | os.PathLike | None, *args):
+    """``stage(bundle, *args)``, or None when the stage is switched off: ``bundle`` None, empty,
+    ``"none"`` or ``"null"``. MONAI's command line drops a ``None`` override and passes
+    ``null`` as a string, so ``--sr_bundle none`` is how a user switches a stage off there."""
+    if bundle is None or str(bundle).strip().lower() in ("", "none", "null"):
+        return None
+    return stage(bundle, *args)
+
+
+def _without(transforms, *kinds) -> Compose:
+    """A Compose of a bundle's own transform objects, minus those of ``kinds`` (file loaders and
+    writers: a stage reads and writes memory). The objects are the bundle's, so an ``Invertd``
+    of that bundle still recognises the operations they record."""
+    return Compose([t for t in transforms if not isinstance(t, kinds)])
+
+
+def _fresh(volume: MetaTensor, source: str) -> MetaTensor:
+    """The volume with its affine and name only: the next stage starts a trace of its own."""
+    return MetaTensor(volume.as_tensor(), affine=volume.affine, meta={"filename_or_obj": source})
 
 
 @dataclass
@@ -123,16 +146,13 @@ class SegStage:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from monai.transforms import Compose
-
         from mribundles.transforms import LoadVolumed
 
         self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
         self.root = find_bundle(self.bundle)
         self.metadata = read_metadata(self.root)
         parser, self.network = load_inference(self.root, {"device": self.device}, self.device)
-        transforms = parser.get_parsed_content("preprocessing").transforms
-        self.preprocessing = Compose([t for t in transforms if not isinstance(t, LoadVolumed)])
+        self.preprocessing = _without(parser.get_parsed_content("preprocessing").transforms, LoadVolumed)
         self.inferer = parser.get_parsed_content("inferer")
         self.class_names = parser.get_parsed_content("class_names")
 
@@ -149,3 +169,85 @@ class SegStage:
         data["pred"].applied_operations = list(data["image"].applied_operations)
         inverted = Invertd("pred", self.preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True)(data)["pred"]
         return inverted.to(torch.uint8), net_grid
+
+
+@dataclass
+class SuperResStage:
+    """Super-resolution of an in-memory volume with a super-resolution bundle's preprocessing
+    (minus its file loader, no simulated degradation), network and postprocessing (minus its
+    writer): the volume on the finer grid that its affine implies, in its own orientation."""
+
+    bundle: str | os.PathLike
+    device: torch.device
+    root: Path = field(init=False)
+    metadata: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        from monai.transforms import SaveImaged
+
+        from mribundles.transforms import LoadVolumed
+
+        self.device = torch.device(self.device)
+        self.root = find_bundle(self.bundle)
+        self.metadata = read_metadata(self.root)
+        parser, self.network = load_inference(self.root, {"device": self.device, "degradation": "none"}, self.device)
+        self.preprocessing = _without(parser.get_parsed_content("preprocessing").transforms, LoadVolumed)
+        self.postprocessing = _without(parser.get_parsed_content("postprocessing").transforms, SaveImaged)
+
+    def __call__(self, volume: MetaTensor) -> MetaTensor:
+        """(1, x, y, z) -> (1, fx*x, fy*y, fz*z) MetaTensor on the device, with the finer affine."""
+        data = self.preprocessing({"image": volume})
+        image = data["image"]
+        with torch.no_grad():
+            pred = self.network(image.as_tensor()[None])[0]
+        data["pred"] = MetaTensor(pred, meta=dict(image.meta), applied_operations=list(image.applied_operations))
+        return _fresh(self.postprocessing(data)["sr"], str(volume.meta.get("filename_or_obj", "volume")))
+
+
+@dataclass
+class RegStage:
+    """Registration of an in-memory volume (and its labels) to a template file with a
+    registration bundle's preprocessing, network and warps (minus its loader and writers).
+
+    ``fixed_file``/``fixed_label_file`` default to the bundle's own (the MNI152 template and its
+    tissue labels). The template is the chain's input and is read from its file; the moving
+    volume and labels come from the previous stages in memory.
+    """
+
+    bundle: str | os.PathLike
+    device: torch.device
+    fixed_file: str | None = None
+    fixed_label_file: str | None = None
+    root: Path = field(init=False)
+    metadata: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        from monai.transforms import SaveImaged
+
+        from mribundles.transforms import LoadVolumed, NamePaird
+
+        self.device = torch.device(self.device)
+        self.root = find_bundle(self.bundle)
+        self.metadata = read_metadata(self.root)
+        parser, self.network = load_inference(self.root, {"device": self.device}, self.device)
+        self.fixed_file = self.fixed_file or parser.get_parsed_content("fixed_file")
+        self.fixed_label_file = self.fixed_label_file or parser.get_parsed_content("fixed_label_file")
+        steps = parser.get_parsed_content("preprocessing").transforms
+        self.load = next(t for t in steps if isinstance(t, LoadVolumed))
+        self.preprocessing = _without(steps, LoadVolumed)
+        self.postprocessing = _without(parser.get_parsed_content("postprocessing").transforms, SaveImaged, NamePaird)
+        self.class_names = parser.get_parsed_content("class_names")
+
+    def __call__(self, volume: MetaTensor, labels: MetaTensor | None = None) -> dict:
+        """The bundle's outputs for one moving volume: ``warped`` (and ``warped_label``) on the
+        template file's grid, and on the registration grid ``fixed_image``, ``moving_image``
+        (affinely aligned), ``moving_image_warped``, ``moving_label_warped``, ``fixed_label`` and
+        the displacement ``pred`` (3, X, Y, Z)."""
+        data = self.load({"fixed_image": self.fixed_file, "fixed_label": self.fixed_label_file})
+        data["moving_image"] = _fresh(volume, str(volume.meta.get("filename_or_obj", "volume")))
+        if labels is not None:
+            data["moving_label"] = _fresh(labels.float(), str(labels.meta.get("filename_or_obj", "labels")))
+        data = self.preprocessing(data)
+        with torch.no_grad():
+            data["pred"] = self.network(data["moving_image"][None], data["fixed_image"][None])[0]
+        return self.postprocessing(data)

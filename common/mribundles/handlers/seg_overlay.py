@@ -17,7 +17,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from mribundles.io.atomic import atomic_path  # noqa: E402
 
 # Colour per class index after the background (CSF, GM, WM, ...): colour-blind safe (Okabe-Ito).
-_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9"]
+LABEL_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9"]
 
 
 class SegmentationOverlayWriter:
@@ -67,7 +67,7 @@ def save_overlay_png(path: str | Path, image: torch.Tensor, labels: torch.Tensor
         "sagittal": (image[centre[0], :, :], labels[centre[0], :, :]),
     }
     lo, hi = np.percentile(image[labels > 0] if len(inside) else image, [0.5, 99.5])
-    cmap = ListedColormap(_COLOURS[: len(class_names)])
+    cmap = ListedColormap(LABEL_COLOURS[: len(class_names)])
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.8))
     for ax, (title, (plane, plane_labels)) in zip(axes, planes.items()):
         ax.imshow(plane.T, cmap="gray", vmin=lo, vmax=hi, origin="lower")
@@ -75,7 +75,7 @@ def save_overlay_png(path: str | Path, image: torch.Tensor, labels: torch.Tensor
         ax.imshow(overlay - 1, cmap=cmap, vmin=0, vmax=len(class_names) - 1, alpha=0.45, origin="lower", interpolation="nearest")
         ax.set_title(title)
         ax.axis("off")
-    fig.legend(handles=[Patch(color=c, label=n) for c, n in zip(_COLOURS, class_names)], loc="lower center", ncol=len(class_names))
+    fig.legend(handles=[Patch(color=c, label=n) for c, n in zip(LABEL_COLOURS, class_names)], loc="lower center", ncol=len(class_names))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

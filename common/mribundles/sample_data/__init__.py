@@ -18,9 +18,6 @@ def path(name: str) -> str:
     return str(file)
 
 
-MULTISLICE_DEMO = "mni152_2009a_multislice_4coil_kspace.h5"
-
-
 def multislice_kspace_demo(cache_dir: str | None = None, slice_step: int = 2, num_coils: int = 4) -> str:
     """The chains' demo input: multi-slice multi-coil k-space SIMULATED from the shipped MNI152
     2009a T1 template (an average of 152 real scans), fully sampled.
@@ -32,40 +29,80 @@ def multislice_kspace_demo(cache_dir: str | None = None, slice_step: int = 2, nu
     the template is 1.6 MB; the simulation is deterministic, so every run gets the same bytes.
     The file goes to ``cache_dir`` (default ``$MRIBUNDLES_CACHE`` or ``~/.cache/mribundles``).
     """
-    import os
-
     import nibabel as nib
     import numpy as np
-    import torch
 
-    from mribundles.io.fastmri_h5 import write_fastmri
-    from mribundles.physics.simulate import simulate_multicoil_kspace
-
-    folder = Path(cache_dir or os.environ.get("MRIBUNDLES_CACHE") or Path.home() / ".cache" / "mribundles")
-    out = folder / f"step{slice_step}_coils{num_coils}" / MULTISLICE_DEMO
+    out = _cache_dir(cache_dir) / f"step{slice_step}_coils{num_coils}" / MULTISLICE_DEMO
     if out.is_file():
         return str(out)
     template = nib.load(path("mni152_2009a_t1.nii.gz"))
     volume = np.asarray(template.dataobj, dtype=np.float32) / 255.0
     brain_planes = np.flatnonzero((volume > 0).mean(axis=(0, 1)) > 0.02)
     planes = np.arange(brain_planes[0], brain_planes[-1] + 1, slice_step)
-    # k-space rows (ky) run along the template's y axis, columns (kx) along x: plane = vol[:, :, z].T
-    kspace = torch.stack([
-        simulate_multicoil_kspace(torch.from_numpy(volume[:, :, z].T.copy()), num_coils=num_coils, seed=int(z))[0]
-        for z in planes
-    ])
     affine = template.affine @ np.array(
         [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, float(slice_step), float(planes[0])], [0, 0, 0, 1.0]]
     )
-    write_fastmri(
-        out,
-        kspace,
-        attrs={
-            "affine": affine,
-            "kspace_origin": (
-                f"SIMULATED from the real MNI152 2009a T1 template (average of 152 real scans): axial planes "
-                f"{planes[0]}-{planes[-1]} step {slice_step}, {num_coils} coils, smooth phase, 30 dB noise"
-            ),
-        },
+    origin = (
+        f"SIMULATED from the real MNI152 2009a T1 template (average of 152 real scans): axial planes "
+        f"{planes[0]}-{planes[-1]} step {slice_step}, {num_coils} coils, smooth phase, 30 dB noise"
     )
+    _write_simulated_kspace(out, [volume[:, :, z] for z in planes], [int(z) for z in planes], affine, origin, num_coils)
     return str(out)
+
+
+def thick_slice_kspace_demo(cache_dir: str | None = None, thickness: int = 4, num_coils: int = 4) -> str:
+    """The full pipeline's demo input: multi-slice multi-coil k-space of ``thickness`` mm axial
+    slices, SIMULATED from the shipped real voxelmorph T1 subject (1 mm), fully sampled.
+
+    The subject is reoriented to RAS and each slice is the mean of ``thickness`` consecutive
+    1 mm planes (`physics.thick_slices`, a box slice profile), so the file's ``affine`` is
+    `physics.lowres_affine` of the subject's: a super-resolution stage restores the 1 mm grid
+    that a registration to the MNI template then uses. Each slice becomes ``num_coils``-coil
+    k-space as in `multislice_kspace_demo`; made once into the cache folder.
+    """
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from mribundles.physics.degrade import crop_to_multiple, lowres_affine, thick_slices
+
+    out = _cache_dir(cache_dir) / f"thick{thickness}_coils{num_coils}" / THICK_SLICE_DEMO
+    if out.is_file():
+        return str(out)
+    subject = nib.as_closest_canonical(nib.load(path("voxelmorph_t1.nii.gz")))
+    volume = torch.from_numpy(np.asarray(subject.dataobj, dtype=np.float32) / 255.0)
+    slabs = thick_slices(crop_to_multiple(volume, (1, 1, thickness)), thickness, axis=2).numpy()
+    origin = (
+        f"SIMULATED from the real voxelmorph T1 subject (1 mm, reoriented to RAS): {slabs.shape[2]} axial slices "
+        f"{thickness} mm thick (means of {thickness} planes), {num_coils} coils, smooth phase, 30 dB noise"
+    )
+    planes = [slabs[:, :, z] for z in range(slabs.shape[2])]
+    _write_simulated_kspace(out, planes, list(range(len(planes))), lowres_affine(subject.affine, (1, 1, thickness)), origin, num_coils)
+    return str(out)
+
+
+MULTISLICE_DEMO = "mni152_2009a_multislice_4coil_kspace.h5"
+THICK_SLICE_DEMO = "voxelmorph_t1_thick_slices_kspace.h5"
+
+
+def _cache_dir(cache_dir: str | None) -> Path:
+    import os
+
+    return Path(cache_dir or os.environ.get("MRIBUNDLES_CACHE") or Path.home() / ".cache" / "mribundles")
+
+
+def _write_simulated_kspace(out: Path, planes: list, seeds: list[int], affine, origin: str, num_coils: int) -> None:
+    """Each (x, y) plane -> ``num_coils``-coil k-space (`physics.simulate_multicoil_kspace`, seeded
+    per plane), written as fastMRI HDF5 with the (column, row, slice) -> RAS ``affine`` and the
+    ``kspace_origin`` attribute. K-space rows (ky) run along y and columns (kx) along x."""
+    import numpy as np
+    import torch
+
+    from mribundles.io.fastmri_h5 import write_fastmri
+    from mribundles.physics.simulate import simulate_multicoil_kspace
+
+    kspace = torch.stack([
+        simulate_multicoil_kspace(torch.from_numpy(np.ascontiguousarray(plane.T)), num_coils=num_coils, seed=seed)[0]
+        for plane, seed in zip(planes, seeds)
+    ])
+    write_fastmri(out, kspace, attrs={"affine": np.asarray(affine, dtype=np.float64), "kspace_origin": origin})
