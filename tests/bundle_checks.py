@@ -57,21 +57,28 @@ def check_weights(bundle: Path) -> None:
     network.load_state_dict(state)  # strict: every key present, every shape right
 
 
-def check_train_and_evaluate(bundle: Path, dataset: Path, tmp_path: Path) -> None:
-    """check_properties() is empty; one epoch trains, validates and saves; evaluate reloads."""
-    override = {"dataset_dir": str(dataset), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
-                "max_epochs": 1, "val_interval": 1, "device": "$torch.device('cpu')"}
+def check_one_epoch_trains(bundle: Path, override: dict, iterations: int = 2) -> ConfigWorkflow:
+    """train.json with ``override``: check_properties() is empty, the epoch runs ``iterations``
+    iterations with a finite loss, changes weights and saves ``<ckpt_dir>/model.pt`` and a
+    resumable checkpoint. Returns the workflow, not yet finalized, for the caller's own checks."""
     train = workflow(bundle, ["train.json"], "train", **override)
     assert train.check_properties() == []
     before = {k: v.clone() for k, v in train.parser.get_parsed_content("network").state_dict().items()}
     train.run()
     trainer = train.parser.get_parsed_content("train#trainer")
-    assert trainer.state.iteration == 2 and np.isfinite(float(trainer.state.output[0]["loss"]))
+    assert trainer.state.iteration == iterations and np.isfinite(float(trainer.state.output[0]["loss"]))
     after = train.parser.get_parsed_content("network").state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before), "one iteration changed no weight"
-    assert (tmp_path / "models" / "model.pt").is_file()
-    assert list((tmp_path / "eval" / "checkpoints").glob("checkpoint_epoch=1.pt"))
-    train.finalize()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "training changed no weight"
+    assert (Path(override["ckpt_dir"]) / "model.pt").is_file()
+    assert list((Path(override["output_dir"]) / "checkpoints").glob("checkpoint_epoch=1.pt"))
+    return train
+
+
+def check_train_and_evaluate(bundle: Path, dataset: Path, tmp_path: Path) -> None:
+    """check_properties() is empty; one epoch trains, validates and saves; evaluate reloads."""
+    override = {"dataset_dir": str(dataset), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
+                "max_epochs": 1, "val_interval": 1, "device": "$torch.device('cpu')"}
+    check_one_epoch_trains(bundle, override).finalize()
 
     evaluate = workflow(bundle, ["train.json", "evaluate.json"], "eval", **{**override, "acceleration": 8, "center_fraction": 0.04})
     assert evaluate.check_properties() == []

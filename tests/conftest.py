@@ -33,6 +33,16 @@ def write_simulated_volume(path: Path, images: np.ndarray, num_coils: int = 4, s
     return kspace
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (their volumes are small: threads only add overhead
+    there), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_recon_dataset(tmp_path_factory) -> Path:
     """train/ and val/ folders, each one .h5 of two 4-coil 80x112 slices of a real T1 brain."""

@@ -38,12 +38,7 @@ from mribundles.transforms import (
 LIA = np.array([[-1.0, 0, 0, 80], [0, 0, 1.0, -112], [0, -1.0, 0, 96], [0, 0, 0, 1.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:

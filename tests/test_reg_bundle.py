@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_checks import REPO, check_metadata, check_weights, workflow
+from bundle_checks import REPO, check_metadata, check_one_epoch_trains, check_weights, workflow
 from mribundles import sample_data
 
 BUNDLE = REPO / "bundles" / "brain_mri_reg_voxelmorph"
@@ -97,15 +97,7 @@ def test_train_one_epoch_then_evaluate(tiny_dataset, tmp_path):
     override = {"dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
                 "max_epochs": 1, "iterations_per_epoch": 2, "val_interval": 1, "crop_size": [32, 32, 32],
                 "device": "$torch.device('cpu')"}
-    train = workflow(BUNDLE, ["train.json"], "train", **override)
-    assert train.check_properties() == []
-    before = {k: v.clone() for k, v in train.parser.get_parsed_content("network").state_dict().items()}
-    train.run()
-    trainer = train.parser.get_parsed_content("train#trainer")
-    assert trainer.state.iteration == 2 and np.isfinite(float(trainer.state.output[0]["loss"]))
-    after = train.parser.get_parsed_content("network").state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before), "training changed no weight"
-    assert (tmp_path / "models" / "model.pt").is_file()
+    train = check_one_epoch_trains(BUNDLE, override)
     assert len(list((tmp_path / "eval" / "validation").glob("*_registration.json"))) == 2  # both directions
     train.finalize()
 

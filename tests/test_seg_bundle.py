@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_checks import REPO, check_metadata, check_torchscript_export, workflow
+from bundle_checks import REPO, check_metadata, check_one_epoch_trains, check_torchscript_export, workflow
 from mribundles import sample_data
 from mribundles.bundles import file_sha256
 
@@ -95,13 +95,7 @@ def test_train_one_epoch_then_evaluate(tiny_seg_dataset, tmp_path):
     override = {"dataset_dir": str(tiny_seg_dataset), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
                 "max_epochs": 1, "iterations_per_epoch": 2, "val_interval": 1, "crop_size": [40, 40, 40],
                 "patch_size": [32, 32, 32], "device": "$torch.device('cpu')"}
-    train = workflow(BUNDLE, ["train.json"], "train", **override)
-    assert train.check_properties() == []
-    train.run()
-    trainer = train.parser.get_parsed_content("train#trainer")
-    assert trainer.state.iteration == 2 and np.isfinite(float(trainer.state.output[0]["loss"]))
-    assert (tmp_path / "models" / "model.pt").is_file()
-    train.finalize()
+    check_one_epoch_trains(BUNDLE, override).finalize()
 
     evaluate = workflow(BUNDLE, ["train.json", "evaluate.json"], "eval", **override)
     assert evaluate.check_properties() == []

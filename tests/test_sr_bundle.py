@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_checks import REPO, check_metadata, check_torchscript_export, check_unsafe_weights_refused, check_weights, workflow
+from bundle_checks import REPO, check_metadata, check_one_epoch_trains, check_torchscript_export, check_unsafe_weights_refused, check_weights, workflow
 from mribundles import sample_data
 from mribundles.metrics import psnr
 from mribundles.physics import crop_to_multiple, highres_affine, interpolate, lowres_affine, truncate_kspace
@@ -21,12 +21,7 @@ BUNDLE = REPO / "bundles" / "brain_mri_sr"
 MNI = sample_data.path("mni152_2009a_t1.nii.gz")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mni() -> tuple[np.ndarray, np.ndarray]:
@@ -112,16 +107,7 @@ def test_train_one_epoch_then_evaluate(tiny_volumes, tmp_path):
                 "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"), "max_epochs": 1,
                 "iterations_per_epoch": 2, "val_interval": 1, "patch_size": [16, 16, 16], "patches_per_volume": 2,
                 "factors": [2, 4], "target_spacing": 2.0, "val_factor": 2, "device": "$torch.device('cpu')"}
-    train = workflow(BUNDLE, ["train.json"], "train", **override)
-    assert train.check_properties() == []
-    before = {k: v.clone() for k, v in train.parser.get_parsed_content("network").state_dict().items()}
-    train.run()
-    trainer = train.parser.get_parsed_content("train#trainer")
-    assert trainer.state.iteration == 2 and np.isfinite(float(trainer.state.output[0]["loss"]))
-    after = train.parser.get_parsed_content("network").state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before), "two iterations changed no weight"
-    assert (tmp_path / "models" / "model.pt").is_file() and list((tmp_path / "eval" / "checkpoints").glob("checkpoint_epoch=1.pt"))
-    train.finalize()
+    check_one_epoch_trains(BUNDLE, override).finalize()
 
     evaluate = workflow(BUNDLE, ["train.json", "evaluate.json"], "eval", **override)
     assert evaluate.check_properties() == []

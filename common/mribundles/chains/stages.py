@@ -44,6 +44,17 @@ def optional_stage(stage: type, bundle: str | os.PathLike | None, *args):
     return stage(bundle, *args)
 
 
+def _open_bundle(stage, overrides: dict | None = None):
+    """Set ``stage.device`` (a torch.device; the command line gives a string), ``root``,
+    ``metadata`` and ``network`` (the bundle's weights, loaded with weights_only) from
+    ``stage.bundle``; return the bundle's parsed inference config."""
+    stage.device = torch.device(stage.device)
+    stage.root = find_bundle(stage.bundle)
+    stage.metadata = read_metadata(stage.root)
+    parser, stage.network = load_inference(stage.root, {"device": stage.device, **(overrides or {})}, stage.device)
+    return parser
+
+
 def _without(transforms, *kinds) -> Compose:
     """A Compose of a bundle's own transform objects, minus those of ``kinds`` (file loaders and
     writers: a stage reads and writes memory). The objects are the bundle's, so an ``Invertd``
@@ -148,10 +159,7 @@ class SegStage:
     def __post_init__(self) -> None:
         from mribundles.transforms import LoadVolumed
 
-        self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
-        self.root = find_bundle(self.bundle)
-        self.metadata = read_metadata(self.root)
-        parser, self.network = load_inference(self.root, {"device": self.device}, self.device)
+        parser = _open_bundle(self)
         self.preprocessing = _without(parser.get_parsed_content("preprocessing").transforms, LoadVolumed)
         self.inferer = parser.get_parsed_content("inferer")
         self.class_names = parser.get_parsed_content("class_names")
@@ -187,10 +195,7 @@ class SuperResStage:
 
         from mribundles.transforms import LoadVolumed
 
-        self.device = torch.device(self.device)
-        self.root = find_bundle(self.bundle)
-        self.metadata = read_metadata(self.root)
-        parser, self.network = load_inference(self.root, {"device": self.device, "degradation": "none"}, self.device)
+        parser = _open_bundle(self, {"degradation": "none"})
         self.preprocessing = _without(parser.get_parsed_content("preprocessing").transforms, LoadVolumed)
         self.postprocessing = _without(parser.get_parsed_content("postprocessing").transforms, SaveImaged)
 
@@ -226,10 +231,7 @@ class RegStage:
 
         from mribundles.transforms import LoadVolumed, NamePaird
 
-        self.device = torch.device(self.device)
-        self.root = find_bundle(self.bundle)
-        self.metadata = read_metadata(self.root)
-        parser, self.network = load_inference(self.root, {"device": self.device}, self.device)
+        parser = _open_bundle(self)
         self.fixed_file = self.fixed_file or parser.get_parsed_content("fixed_file")
         self.fixed_label_file = self.fixed_label_file or parser.get_parsed_content("fixed_label_file")
         steps = parser.get_parsed_content("preprocessing").transforms
