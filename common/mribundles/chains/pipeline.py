@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,15 @@ from mribundles.metrics.registration import registration_report
 from mribundles.tracking import bundle_params, stage_run
 
 __all__ = ["PipelineChain"]
+
+
+@contextmanager
+def _timed(engine: Engine | None, name: str, params: dict):
+    """A stage's nested run (`tracking.stage_run`) that also logs the stage's seconds."""
+    with stage_run(engine, name, params) as run:
+        start = time.perf_counter()
+        yield run
+        run.metric("seconds", time.perf_counter() - start)
 
 
 def _host(volume: torch.Tensor) -> np.ndarray:
@@ -75,40 +85,36 @@ class PipelineChain:
 
     def process(self, engine: Engine | None, item: dict) -> dict:
         kspace_file = item["kspace"]
-        stem = Path(kspace_file).name.split(".")[0]
-        affine = kspace_affine(kspace_file, self.voxel_size)
-        images: dict[str, torch.Tensor] = {}
+        images, registered, runs = self._run_stages(engine, kspace_file)
+        outputs = self._write_outputs(Path(kspace_file).name.split(".")[0], images, registered, runs)
+        return {"kspace": kspace_file, **{k: str(v) for k, v in outputs.items()}}
 
+    def _run_stages(self, engine: Engine | None, kspace_file: str) -> tuple[dict, dict | None, dict]:
+        """Every stage in turn, each in its nested run: (volumes by stage key, the registration
+        bundle's outputs or None, the stage runs by key). Nothing leaves the device here."""
+        images: dict[str, torch.Tensor] = {}
+        runs = {}
         recon_params = {"kspace_file": kspace_file, "mask": self.recon.mask, "acceleration": self.recon.acceleration,
                         "center_fraction": self.recon.center_fraction, "seed": self.recon.seed}
-        with stage_run(engine, "reconstruction", {**bundle_params(self.recon.root), **recon_params}) as run:
-            start = time.perf_counter()
+        affine = kspace_affine(kspace_file, self.voxel_size)
+        with _timed(engine, "reconstruction", {**bundle_params(self.recon.root), **recon_params}) as runs["recon"]:
             images["recon"] = volume = self.recon(kspace_file, affine.to(self.recon.device))
-            run.metric("seconds", time.perf_counter() - start)
-        runs = {"recon": run}
         if self.sr is not None:
-            with stage_run(engine, "super-resolution", bundle_params(self.sr.root)) as run:
-                start = time.perf_counter()
+            with _timed(engine, "super-resolution", bundle_params(self.sr.root)) as runs["sr"]:
                 images["sr"] = volume = self.sr(volume)
-                run.metric("seconds", time.perf_counter() - start)
-            runs["sr"] = run
         labels = None
         if self.seg is not None:
-            with stage_run(engine, "segmentation", bundle_params(self.seg.root)) as run:
-                start = time.perf_counter()
+            with _timed(engine, "segmentation", bundle_params(self.seg.root)) as runs["seg"]:
                 labels, _ = self.seg(volume)
-                run.metric("seconds", time.perf_counter() - start)
             images["seg"] = labels
-            runs["seg"] = run
         registered = None
         if self.reg is not None:
-            with stage_run(engine, "registration", {**bundle_params(self.reg.root), "fixed_file": self.reg.fixed_file}) as run:
-                start = time.perf_counter()
+            with _timed(engine, "registration", {**bundle_params(self.reg.root), "fixed_file": self.reg.fixed_file}) as runs["reg"]:
                 registered = self.reg(volume, labels)
-                run.metric("seconds", time.perf_counter() - start)
-            runs["reg"] = run
+        return images, registered, runs
 
-        # The chain's outputs, after the last stage: the only copies to the host and to disk.
+    def _write_outputs(self, stem: str, images: dict, registered: dict | None, runs: dict) -> dict[str, Path]:
+        """The chain's outputs, after the last stage: the only copies to the host and to disk."""
         outputs = {}
         for key, image in images.items():
             outputs[key] = self.output_dir / f"{stem}_{key}.nii.gz"
@@ -128,7 +134,7 @@ class PipelineChain:
         outputs["overview"] = self.output_dir / f"{stem}_overview.png"
         save_pipeline_png(outputs["overview"], panels, self.seg.class_names if self.seg is not None else [])
         runs[list(runs)[-1]].artifact(outputs["overview"])
-        return {"kspace": kspace_file, **{k: str(v) for k, v in outputs.items()}}
+        return outputs
 
     def _write_registration(self, registered: dict, stem: str, run) -> dict[str, Path]:
         """The warped volume and labels on the template file's grid, and the registration's figures."""
