@@ -115,17 +115,18 @@ class PipelineChain:
 
     def _write_outputs(self, stem: str, images: dict, registered: dict | None, runs: dict) -> dict[str, Path]:
         """The chain's outputs, after the last stage: the only copies to the host and to disk."""
+        host = {key: _host(image) for key, image in images.items()}  # one copy each, for file and figure
+        grids = {key: image.affine.cpu().numpy() for key, image in images.items()}
         outputs = {}
-        for key, image in images.items():
+        for key in images:
             outputs[key] = self.output_dir / f"{stem}_{key}.nii.gz"
-            data = _host(image).astype(np.uint8) if key == "seg" else _host(image)
-            write_image(outputs[key], data, image.affine.cpu().numpy())
+            write_image(outputs[key], host[key].astype(np.uint8) if key == "seg" else host[key], grids[key])
             runs[key].artifact(outputs[key])
-        panels = [("reconstruction", _host(images["recon"]), images["recon"].affine.cpu().numpy(), None)]
+        panels = [("reconstruction", host["recon"], grids["recon"], None)]
         if "sr" in images:
-            panels.append(("super-resolved", _host(images["sr"]), images["sr"].affine.cpu().numpy(), None))
+            panels.append(("super-resolved", host["sr"], grids["sr"], None))
         if "seg" in images:
-            panels.append(("tissue labels", panels[-1][1], panels[-1][2], _host(images["seg"])))
+            panels.append(("tissue labels", panels[-1][1], panels[-1][2], host["seg"]))
         if registered is not None:
             outputs.update(self._write_registration(registered, stem, runs["reg"]))
             fixed = registered["fixed_image"]

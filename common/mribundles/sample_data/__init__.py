@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 SAMPLE_DIR = Path(__file__).resolve().parent
+MULTISLICE_DEMO = "mni152_2009a_multislice_4coil_kspace.h5"
+THICK_SLICE_DEMO = "voxelmorph_t1_thick_slices_kspace.h5"
 
 
 def path(name: str) -> str:
@@ -79,10 +81,6 @@ def thick_slice_kspace_demo(cache_dir: str | None = None, thickness: int = 4, nu
     planes = [slabs[:, :, z] for z in range(slabs.shape[2])]
     _write_simulated_kspace(out, planes, list(range(len(planes))), lowres_affine(subject.affine, (1, 1, thickness)), origin, num_coils)
     return str(out)
-
-
-MULTISLICE_DEMO = "mni152_2009a_multislice_4coil_kspace.h5"
-THICK_SLICE_DEMO = "voxelmorph_t1_thick_slices_kspace.h5"
 
 
 def _cache_dir(cache_dir: str | None) -> Path:

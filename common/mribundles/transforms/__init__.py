@@ -12,7 +12,6 @@ from mribundles.transforms.kspace import (
 )
 from mribundles.transforms.registration import AffineAlignd, NamePaird, RandDiffeomorphicPaird, Warpd
 from mribundles.transforms.superres import (
-    RandSimulateLowResd,
     RestoreIntensityd,
     ScaleIntensityByPercentiled,
     SimulateLowResd,
@@ -32,7 +31,6 @@ __all__ = [
     "LoadVolumed",
     "NormalizeKspaced",
     "ReferenceImaged",
-    "RandSimulateLowResd",
     "RestoreIntensityd",
     "RSSImaged",
     "ScaleIntensityByPercentiled",

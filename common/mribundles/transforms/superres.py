@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import MapTransform
 
 from mribundles.errors import InvalidInputError
 from mribundles.physics.degrade import crop_to_multiple, highres_affine, lowres_affine, thick_slices, truncate_kspace
@@ -27,7 +27,6 @@ from mribundles.physics.interpolate import INTERPOLATION_MODES, interpolate
 
 __all__ = [
     "DEGRADATIONS",
-    "RandSimulateLowResd",
     "RestoreIntensityd",
     "ScaleIntensityByPercentiled",
     "SimulateLowResd",
@@ -190,50 +189,6 @@ class SimulateLowResd(MapTransform):
         lr = simulate_lowres(hr, degradation, factors)
         description = f"{degradation} {'x'.join(str(f) for f in factors)}"
         return _like(image, lr, lowres_affine(affine, factors), degradation=description), _like(image, hr, affine)
-
-
-class RandSimulateLowResd(RandomizableTransform, MapTransform):
-    """`SimulateLowResd` with a random degradation, factor and axes, for training pairs.
-
-    Each call draws the degradation from ``degradations`` (with ``probabilities``), the factor
-    from ``factors``, and the axes: any pair of axes for "kspace" and any single axis for
-    "slices" when ``random_axes`` (the network then learns every slice direction), else the
-    axial ones. The LR volume replaces each key's value; the cropped HR goes to ``target_key``.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        degradations: Sequence[str] = ("kspace", "slices"),
-        factors: Sequence[int] = (2, 3, 4),
-        probabilities: Sequence[float] | None = None,
-        random_axes: bool = True,
-        target_key: str = "label",
-        allow_missing_keys: bool = False,
-    ):
-        RandomizableTransform.__init__(self, prob=1.0)
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        for degradation in degradations:
-            if degradation not in DEGRADATIONS:
-                raise InvalidInputError(f"degradation must be one of {DEGRADATIONS}, got {degradation!r}")
-        self.degradations, self.factors = list(degradations), [int(f) for f in factors]
-        self.probabilities = None if probabilities is None else np.asarray(probabilities, dtype=np.float64) / np.sum(probabilities)
-        self.random_axes, self.target_key = random_axes, target_key
-        self._choice: tuple[str, int, int] = ("none", 1, 2)
-
-    def randomize(self, data=None) -> None:
-        degradation = self.degradations[self.R.choice(len(self.degradations), p=self.probabilities)]
-        self._choice = (degradation, int(self.R.choice(self.factors)), int(self.R.randint(3)))
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        self.randomize()
-        degradation, factor, axis = self._choice
-        for key in self.key_iterator(d):
-            slice_axis = axis if self.random_axes else slice_axis_of(_affine(d[key]))
-            axes = (slice_axis,) if degradation == "slices" else tuple(a for a in range(3) if a != slice_axis)
-            d[key], d[self.target_key] = SimulateLowResd.simulate(d[key], degradation, degradation_factors(degradation, factor, axes))
-        return d
 
 
 class ToHighResGridd(MapTransform):
