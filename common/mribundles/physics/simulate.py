@@ -79,13 +79,17 @@ def simulate_multicoil_kspace(
     shape = tuple(image.shape)
     sens_maps = coil_sensitivities(num_coils, shape)
     complex_image = image.to(torch.float32) * smooth_phase(shape, generator)
-    kspace = sens_expand(complex_image, sens_maps)
-    if snr_db is not None:
-        noise_power = (kspace.abs() ** 2).mean() / 10 ** (snr_db / 10)
-        # Complex torch.randn has unit variance: 1/2 in the real and 1/2 in the imaginary part.
-        noise = torch.randn(kspace.shape, generator=generator, dtype=torch.complex64)
-        kspace = kspace + noise * torch.sqrt(noise_power)
-    return kspace, sens_maps
+    return add_noise(sens_expand(complex_image, sens_maps), snr_db, generator), sens_maps
+
+
+def add_noise(kspace: torch.Tensor, snr_db: float | None, generator: torch.Generator) -> torch.Tensor:
+    """``kspace`` plus complex Gaussian noise at ``snr_db`` (mean signal power over noise power)."""
+    if snr_db is None:
+        return kspace
+    noise_power = (kspace.abs() ** 2).mean() / 10 ** (snr_db / 10)
+    # Complex torch.randn has unit variance: 1/2 in the real and 1/2 in the imaginary part.
+    noise = torch.randn(kspace.shape, generator=generator, dtype=torch.complex64)
+    return kspace + noise * torch.sqrt(noise_power)
 
 
 def _grid(shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
