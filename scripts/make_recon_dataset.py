@@ -11,6 +11,12 @@ brain1 and five ANTsPy subjects. Validation: pyradiomics patient brain2 and the 
 subject, never used for training.
 
     python scripts/make_recon_dataset.py --data ../shared/data --out data/generated/recon_brain
+
+With ``--sampling radial`` the same subjects become radial files (`mribundles.io.radial`): each
+slice zero-padded to a square N x N (N = 256 here), ``--spokes`` golden-angle spokes of 2N
+samples (`physics.simulate_radial_kspace`), and the padded image as ``reconstruction_rss``:
+
+    python scripts/make_recon_dataset.py --sampling radial --out data/generated/recon_brain_radial
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import torch
 from mribundles.io.fastmri_h5 import minimal_ismrmrd_header, write_fastmri
 from mribundles.physics.coils import rss
 from mribundles.physics.fft import ifft2c
+from mribundles.io.radial import write_radial
+from mribundles.physics.radial import golden_angle_trajectory, simulate_radial_kspace
 from mribundles.physics.simulate import simulate_multicoil_kspace
 
 
@@ -84,12 +92,33 @@ def write_subject(out: Path, name: str, images: np.ndarray, pixel_mm: float, sou
     return len(images)
 
 
+def write_radial_subject(out: Path, name: str, images: np.ndarray, source: str, num_coils: int, snr_db: float,
+                         seed: int, spokes: int, size: int = 256) -> int:
+    """Pad each slice of `images` (slice, H, W) to size x size and simulate its radial k-space."""
+    images = np.clip(images / np.percentile(images, 99.9), 0, None)
+    h, w = images.shape[1:]
+    top, left = (size - h) // 2, (size - w) // 2
+    padded = np.zeros((len(images), size, size), np.float32)
+    padded[:, top:top + h, left:left + w] = images
+    trajectory = golden_angle_trajectory(spokes, 2 * size)
+    kspace = torch.stack([
+        simulate_radial_kspace(torch.from_numpy(im), trajectory, num_coils, snr_db, seed + i)[0] for i, im in enumerate(padded)
+    ])
+    write_radial(out / f"{name}.h5", kspace.reshape(len(padded), num_coils, spokes, 2 * size), trajectory.reshape(2, spokes, 2 * size),
+                 reconstruction_rss=padded,
+                 attrs={"kspace_origin": "simulated from real images", "source": source, "patient_id": name,
+                        "acquisition": f"simulated {num_coils}-coil golden-angle radial, {spokes} spokes, SNR {snr_db:g} dB"})
+    return len(images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data")
     parser.add_argument("--out", type=Path, default=Path("data/generated/recon_brain"))
     parser.add_argument("--coils", type=int, default=8)
     parser.add_argument("--snr-db", type=float, default=30.0)
+    parser.add_argument("--sampling", choices=["cartesian", "radial"], default="cartesian")
+    parser.add_argument("--spokes", type=int, default=64, help="radial: golden-angle spokes kept in each file")
     args = parser.parse_args()
 
     subjects = {
@@ -107,8 +136,11 @@ def main() -> None:
     for split, entries in subjects.items():
         for index, (name, images, pixel_mm, source) in enumerate(entries):
             seed = 1000 * index + (0 if split == "train" else 500_000)
-            n = write_subject(args.out / split, name, images, pixel_mm, source, args.coils, args.snr_db, seed)
-            print(f"{split}/{name}.h5: {n} slices of {images.shape[1]}x{images.shape[2]}, k-space simulated from real images")
+            if args.sampling == "radial":
+                n = write_radial_subject(args.out / split, name, images, source, args.coils, args.snr_db, seed, args.spokes)
+            else:
+                n = write_subject(args.out / split, name, images, pixel_mm, source, args.coils, args.snr_db, seed)
+            print(f"{split}/{name}.h5: {n} slices of {images.shape[1]}x{images.shape[2]}, {args.sampling} k-space simulated from real images")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ value applies to data of any scale. The value with the best mean SSIM over both 
 is printed; copy it to DEFAULT_LAMDA in common/mribundles/baselines/cs.py.
 
     python scripts/tune_cs.py [--data data/generated/recon_brain/train] [--slices-per-file 1]
+
+``--sampling radial`` tunes the radial baseline (`l1_wavelet_radial`, DEFAULT_RADIAL_LAMDA) the
+same way on data/generated/recon_brain_radial/train (`make_recon_dataset.py --sampling radial`),
+at 64 and 32 golden-angle spokes, against each file's reference image:
+
+    python scripts/tune_cs.py --sampling radial --data data/generated/recon_brain_radial/train
 """
 
 from __future__ import annotations
@@ -22,13 +28,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mribundles.baselines import l1_wavelet_recon
+from mribundles.baselines import l1_wavelet_radial, l1_wavelet_recon
 from mribundles.io import kspace_shape, load_kspace
+from mribundles.io.radial import read_radial_slice
+from mribundles.transforms import GridRadiald
 from mribundles.metrics import ssim
 from mribundles.physics import ifft2c, make_mask, rss
 
 GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 SETTINGS = ((4, 0.08), (8, 0.04))  # (acceleration, centre fraction) as fastMRI
+RADIAL_SPOKES = (64, 32)
+
+
+def cartesian_cases(file: str, index: int, seed: int, max_iter: int):
+    """(setting, target, naive, reconstruct(lamda)) for each Cartesian setting of one slice."""
+    kspace = load_kspace(file, slice_index=index)
+    target = rss(ifft2c(kspace))
+    for acc, cf in SETTINGS:
+        mask = make_mask("random1d", kspace.shape[-2:], acc, cf, seed + index)
+        yield f"{acc}x", target, rss(ifft2c(kspace * mask)), lambda lam, m=mask: l1_wavelet_recon(kspace, m, lam, max_iter)
+
+
+def radial_cases(file: str, index: int, seed: int, max_iter: int):
+    """The same for the first 64 and 32 spokes of one radial slice; the naive image is gridding."""
+    kspace, trajectory, target = read_radial_slice(file, index, reference=True)
+    for spokes in RADIAL_SPOKES:
+        k, t = kspace[:, :spokes], trajectory[:, :spokes]
+        gridded = GridRadiald()({"kspace": k, "trajectory": t})["zero_filled"][0]
+        yield f"{spokes} spokes", target, gridded, lambda lam, k=k, t=t: l1_wavelet_radial(k, t, lam, max_iter)
 
 
 def training_slices(folder: Path, per_file: int) -> list[tuple[str, int]]:
@@ -46,32 +73,30 @@ def main(argv=None) -> None:
     parser.add_argument("--slices-per-file", type=int, default=1)
     parser.add_argument("--max-iter", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampling", choices=["cartesian", "radial"], default="cartesian")
     args = parser.parse_args(argv)
 
     picks = training_slices(args.data, args.slices_per_file)
     if not picks:
         raise SystemExit(f"no .h5 files in {args.data}; run python scripts/make_recon_dataset.py")
     print(f"{len(picks)} training slices: " + ", ".join(f"{Path(f).stem}[{i}]" for f, i in picks))
-    scores = {(acc, lam): [] for acc, _ in SETTINGS for lam in GRID}
-    zero_filled = {acc: [] for acc, _ in SETTINGS}
+    cases = radial_cases if args.sampling == "radial" else cartesian_cases
+    scores, naive = {}, {}
     start = time.perf_counter()
     for file, index in picks:
-        kspace = load_kspace(file, slice_index=index)
-        target = rss(ifft2c(kspace))
-        for acc, cf in SETTINGS:
-            mask = make_mask("random1d", kspace.shape[-2:], acc, cf, args.seed + index)
-            zero_filled[acc].append(ssim(target, rss(ifft2c(kspace * mask))))
+        for setting, target, naive_image, reconstruct in cases(file, index, args.seed, args.max_iter):
+            naive.setdefault(setting, []).append(ssim(target, naive_image))
             for lam in GRID:
-                scores[(acc, lam)].append(ssim(target, l1_wavelet_recon(kspace, mask, lam, args.max_iter)))
+                scores.setdefault((setting, lam), []).append(ssim(target, reconstruct(lam)))
 
-    header = f"{'lamda':>8} " + " ".join(f"{f'SSIM {acc}x':>9}" for acc, _ in SETTINGS) + f" {'mean':>7}"
-    print(header)
-    print(f"{'zero-fill':>8} " + " ".join(f"{np.mean(zero_filled[acc]):9.4f}" for acc, _ in SETTINGS))
+    settings = list(naive)
+    print(f"{'lamda':>9} " + " ".join(f"{'SSIM ' + s:>14}" for s in settings) + f" {'mean':>7}")
+    print(f"{'naive':>9} " + " ".join(f"{np.mean(naive[s]):14.4f}" for s in settings))
     means = {}
     for lam in GRID:
-        per_acc = [float(np.mean(scores[(acc, lam)])) for acc, _ in SETTINGS]
-        means[lam] = float(np.mean(per_acc))
-        print(f"{lam:8.0e} " + " ".join(f"{s:9.4f}" for s in per_acc) + f" {means[lam]:7.4f}")
+        per_setting = [float(np.mean(scores[(s, lam)])) for s in settings]
+        means[lam] = float(np.mean(per_setting))
+        print(f"{lam:9.0e} " + " ".join(f"{v:14.4f}" for v in per_setting) + f" {means[lam]:7.4f}")
     best = max(means, key=means.get)
     print(f"chosen lamda: {best:g} (max_iter {args.max_iter}, {time.perf_counter() - start:.0f} s)")
 

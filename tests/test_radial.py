@@ -112,3 +112,31 @@ def test_radial_simulation_is_seeded_and_noisy_at_the_chosen_snr(brain_slice):
     assert snr == pytest.approx(20.0, abs=0.3)
     with pytest.raises(ValueError, match="real"):
         simulate_radial_kspace(brain_slice.to(torch.complex64), trajectory)
+
+
+def test_radial_file_round_trip_and_transforms_keep_the_first_spokes(brain_slice, tmp_path):
+    from mribundles.errors import InvalidInputError
+    from mribundles.io.radial import read_radial_slice, write_radial
+    from mribundles.transforms import GridRadiald, LoadRadialKspaced, SelectSpokesd
+
+    image = torch.zeros(112, 112)
+    image[16:96] = brain_slice
+    trajectory = golden_angle_trajectory(48, 224)
+    kspace, _ = simulate_radial_kspace(image, trajectory, num_coils=4, snr_db=None)
+    path = tmp_path / "radial.h5"
+    write_radial(path, kspace.reshape(1, 4, 48, 224), trajectory.reshape(2, 48, 224), reconstruction_rss=image[None])
+    loaded, loaded_trajectory, reference = read_radial_slice(path, 0, reference=True)
+    assert torch.equal(loaded.reshape(4, -1), kspace) and torch.equal(loaded_trajectory.reshape(2, -1), trajectory)
+    assert torch.equal(reference, image)
+
+    item = LoadRadialKspaced(reference_key="target")({"kspace": str(path), "slice": 0})
+    item = SelectSpokesd(spokes=32)(item)
+    # The first 32 spokes of a 48-spoke golden-angle file are a 32-spoke golden-angle acquisition.
+    assert torch.equal(item["trajectory"].reshape(2, -1), golden_angle_trajectory(32, 224))
+    assert torch.equal(item["kspace"], loaded[:, :32])
+    gridded = GridRadiald()(item)["zero_filled"]
+    assert gridded.shape == (1, 112, 112)
+    assert psnr(image.numpy(), gridded[0].numpy(), float(image.max())) > 20  # 32 spokes stream, but the brain is there
+    assert item["target"].shape == (1, 112, 112) and item["kspace_meta_dict"] == {"filename_or_obj": str(path), "slice": 0}
+    with pytest.raises(InvalidInputError, match="slice 3 out of range: the file holds 1"):
+        read_radial_slice(path, 3)

@@ -37,7 +37,7 @@ def register(name: str, help: str, add_arguments: Callable, run: Callable) -> No
 
 
 def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
-    from mribundles.baselines.cs import DEFAULT_LAMDA
+    from mribundles.baselines.cs import DEFAULT_LAMDA, DEFAULT_RADIAL_LAMDA
     from mribundles.evaluation import DEFAULT_CS_ITERS
 
     parser.add_argument("--bundle", required=True, help="reconstruction bundle folder")
@@ -47,7 +47,9 @@ def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center-fraction", type=float, default=None, help="default 0.32 / acceleration")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cs-lamda", type=float, default=DEFAULT_LAMDA, help="relative L1 weight of the CS baseline")
+    parser.add_argument("--spokes", type=int, default=64, help="radial files: golden-angle spokes to keep")
+    parser.add_argument("--cs-lamda", type=float, default=None,
+                        help=f"relative L1 weight of the CS baseline (default {DEFAULT_LAMDA:g}; radial {DEFAULT_RADIAL_LAMDA:g})")
     parser.add_argument("--cs-iters", type=int, default=DEFAULT_CS_ITERS)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--output-dir", default=None, help="write the comparison figure here (default with --track: ./eval)")
@@ -61,10 +63,11 @@ def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
 def format_recon_table(result: dict) -> str:
     """A fixed-width table of evaluate_recon's result, with a header naming the data and settings."""
     s = result["settings"]
+    sampling = (f"radial, {s['spokes']} golden-angle spokes" if s.get("sampling") == "radial"
+                else f"mask: {s['mask']} R={s['acceleration']:g} centre={s['center_fraction']:g} seed={s['seed']}")
     lines = [
         f"data: {result['data_file']} ({result['num_slices']} slices)",
-        f"mask: {s['mask']} R={s['acceleration']:g} centre={s['center_fraction']:g} seed={s['seed']}  "
-        f"device: {s['device']}",
+        f"{sampling}  device: {s['device']}",
         "",
         f"{'method':<28} {'NMSE':>9} {'PSNR':>7} {'SSIM':>7} {'s/slice':>8}",
     ]
@@ -97,6 +100,7 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
         cs_lamda=args.cs_lamda,
         cs_iters=args.cs_iters,
         figure=figure,
+        spokes=args.spokes,
     )
     result = _tracked_evaluation(evaluate, args.bundle, figure, output_dir) if args.track else evaluate()
     print(json.dumps(result, indent=2) if args.json else format_recon_table(result))

@@ -13,6 +13,10 @@ overridden. Per slice of the file:
 so all three methods see exactly the same samples. Slices are stacked into volumes
 (slice, H, W) and scored with the library's fastMRI metrics (volume-level, maxval = the target
 volume's maximum).
+
+A radial file (`io.radial`) is evaluated the same way at ``spokes`` golden-angle spokes: the
+target is the file's reference image, the bundle runs with ``sampling="radial"``, and its
+baselines are density-compensated gridding and radial L1-wavelet CS on the same spokes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mribundles.baselines.cs import DEFAULT_LAMDA, l1_wavelet_recon
+from mribundles.baselines.cs import DEFAULT_LAMDA, DEFAULT_RADIAL_LAMDA, l1_wavelet_radial, l1_wavelet_recon
 from mribundles.bundles import load_inference, read_metadata
 from mribundles.data import kspace_slices
 from mribundles.errors import InvalidInputError
@@ -80,6 +84,47 @@ def _run_network(item: dict, prepare_batch, network, postprocessing, device) -> 
     return image.reshape(image.shape[-2:])
 
 
+def _is_radial(kspace_file: Path) -> bool:
+    from mribundles.io.kspace import H5_SUFFIXES
+
+    if kspace_file.suffix.lower() not in H5_SUFFIXES:
+        return False
+    from mribundles.io.fastmri_h5 import open_h5
+    from mribundles.io.radial import is_radial
+
+    with open_h5(kspace_file) as hf:
+        return is_radial(hf)
+
+
+def _cartesian_slices(items, kspace_file, preprocessing, settings):
+    """Per slice: (target, the bundle's preprocessed item, zero-filling, CS), the last two as
+    callables (timed by the caller) on the samples of the bundle's own mask."""
+    from mribundles.transforms import LoadKspaced, ReferenceImaged
+
+    reference, load = ReferenceImaged("kspace", "target"), LoadKspaced("kspace")
+    for entry in items:
+        full = load(entry)
+        require_fully_sampled(full["kspace"], kspace_file)
+        item = preprocessing(dict(entry))
+        sampling = torch.as_tensor(item["mask"]).cpu()
+        measured = full["kspace"] * sampling
+        yield (reference(full)["target"][0], item, lambda m=measured: rss(ifft2c(m)),
+               lambda m=measured, s=sampling: l1_wavelet_recon(m, s, settings["cs_lamda"], settings["cs_iters"]))
+
+
+def _radial_slices(items, kspace_file, preprocessing, settings):
+    """Per slice of a radial file: (its reference image, the bundle's preprocessed item, the
+    item's gridding, radial CS on the same spokes)."""
+    from mribundles.io.radial import read_radial_slice
+    from mribundles.physics.radial import grid_coils
+
+    for entry in items:
+        _, _, target = read_radial_slice(kspace_file, int(entry.get("slice") or 0), reference=True)
+        item = preprocessing(dict(entry))
+        yield (target, item, lambda i=item: rss(grid_coils(i["kspace"], i["trajectory"]), dim=0),
+               lambda i=item: l1_wavelet_radial(i["kspace"], i["trajectory"], settings["cs_lamda"], settings["cs_iters"]))
+
+
 def evaluate_recon(
     bundle_dir: str | os.PathLike,
     kspace_file: str | os.PathLike,
@@ -88,10 +133,11 @@ def evaluate_recon(
     center_fraction: float | None = None,
     seed: int = 0,
     device: str = "cpu",
-    cs_lamda: float = DEFAULT_LAMDA,
+    cs_lamda: float | None = None,
     cs_iters: int = DEFAULT_CS_ITERS,
     baselines: bool = True,
     figure: str | os.PathLike | None = None,
+    spokes: int = 64,
 ) -> dict:
     """Reconstruct every slice of a fully sampled k-space file three ways and score them.
 
@@ -104,89 +150,71 @@ def evaluate_recon(
         center_fraction: fully sampled centre; default 0.32 / R (fastMRI's 0.08 at 4x, 0.04 at 8x).
         seed: mask seed, the same for every slice and method.
         device: torch device of the network.
-        cs_lamda: relative L1 weight of the CS baseline.
+        cs_lamda: relative L1 weight of the CS baseline (default: the tuned DEFAULT_LAMDA, or
+            DEFAULT_RADIAL_LAMDA for a radial file).
         cs_iters: iterations of the CS baseline.
         baselines: also run zero-filling and CS (False when they are already known for the
             same file and mask, e.g. when comparing several bundles).
         figure: if given, a PNG of the middle slice: reference beside every method.
+        spokes: a radial file's golden-angle spokes to keep (``mask``, ``acceleration`` and
+            ``center_fraction`` are then unused).
 
     Returns:
         {"data_file", "bundle", "num_slices", "settings": {...},
          "methods": {name: {"nmse", "psnr", "ssim", "seconds_per_slice",
                             "per_slice": {"nmse", "psnr", "ssim"}}}} with the methods
-        <bundle name>, "zero-filled" and "l1-wavelet", in that order. Per-slice figures use
-        the volume's maximum, like the volume-level ones.
+        <bundle name>, "zero-filled" (radial: "gridding") and "l1-wavelet", in that order.
+        Per-slice figures use the volume's maximum, like the volume-level ones.
 
     Raises:
         InvalidInputError: bad file (missing, corrupt, NaN, prospectively undersampled), bad
             mask kind or bad bundle config; FileNotFoundError: missing weights.
     """
-    if mask not in MASK_KINDS:
-        raise InvalidInputError(
-            f"mask {mask!r} is not a retrospective mask; evaluate-recon needs one of {', '.join(MASK_KINDS)}"
-        )
-    if not acceleration > 1:
-        raise InvalidInputError(f"acceleration must be > 1, got {acceleration}")
-    center_fraction = 0.32 / acceleration if center_fraction is None else float(center_fraction)
-    if not 0 < center_fraction < 1:
-        raise InvalidInputError(f"center fraction must be in (0, 1), got {center_fraction}")
     bundle_dir, kspace_file = Path(bundle_dir).resolve(), Path(kspace_file)
     if not bundle_dir.is_dir():
         raise FileNotFoundError(f"{bundle_dir}: no such bundle folder")
     items = kspace_slices(kspace_file)  # reads only the header; raises on a missing/bad file
-    first = items[0]
-    require_fully_sampled(load_kspace(kspace_file, slice_index=first.get("slice")), kspace_file)
-
     torch_device = torch.device(device)
-    settings = {
-        "mask": mask,
-        "acceleration": acceleration,
-        "center_fraction": center_fraction,
-        "seed": seed,
-        "device": str(torch_device),
-        "cs_lamda": cs_lamda,
-        "cs_iters": cs_iters,
-    }
-    overrides = {
-        "kspace_file": str(kspace_file),
-        "mask": mask,
-        "acceleration": acceleration,
-        "center_fraction": center_fraction,
-        "seed": seed,
-        "device": torch_device,
-    }
-    preprocessing, prepare_batch, network, postprocessing = load_recon_bundle(bundle_dir, overrides, torch_device)
     name = _bundle_name(bundle_dir)
+    if _is_radial(kspace_file):
+        settings = {"sampling": "radial", "spokes": int(spokes), "device": str(torch_device),
+                    "cs_lamda": DEFAULT_RADIAL_LAMDA if cs_lamda is None else cs_lamda, "cs_iters": cs_iters}
+        overrides = {"kspace_file": str(kspace_file), "sampling": "radial", "spokes": int(spokes), "device": torch_device}
+        slices = _radial_slices
+    else:
+        if mask not in MASK_KINDS:
+            raise InvalidInputError(
+                f"mask {mask!r} is not a retrospective mask; evaluate-recon needs one of {', '.join(MASK_KINDS)}"
+            )
+        if not acceleration > 1:
+            raise InvalidInputError(f"acceleration must be > 1, got {acceleration}")
+        center_fraction = 0.32 / acceleration if center_fraction is None else float(center_fraction)
+        if not 0 < center_fraction < 1:
+            raise InvalidInputError(f"center fraction must be in (0, 1), got {center_fraction}")
+        require_fully_sampled(load_kspace(kspace_file, slice_index=items[0].get("slice")), kspace_file)
+        settings = {"mask": mask, "acceleration": acceleration, "center_fraction": center_fraction, "seed": seed,
+                    "device": str(torch_device), "cs_lamda": DEFAULT_LAMDA if cs_lamda is None else cs_lamda, "cs_iters": cs_iters}
+        overrides = {"kspace_file": str(kspace_file), "mask": mask, "acceleration": acceleration,
+                     "center_fraction": center_fraction, "seed": seed, "device": torch_device}
+        slices = _cartesian_slices
+    preprocessing, prepare_batch, network, postprocessing = load_recon_bundle(bundle_dir, overrides, torch_device)
 
-    from mribundles.transforms import LoadKspaced, ReferenceImaged
-
-    reference = ReferenceImaged("kspace", "target")
-    load = LoadKspaced("kspace")
-    methods = (name, "zero-filled", "l1-wavelet") if baselines else (name,)
+    naive = "gridding" if settings.get("sampling") == "radial" else "zero-filled"
+    methods = (name, naive, "l1-wavelet") if baselines else (name,)
     images = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
     targets = []
-    for entry in items:
-        full = load(entry)
-        require_fully_sampled(full["kspace"], kspace_file)
-        targets.append(reference(full)["target"][0])
-        item = preprocessing(dict(entry))
-        sampling = torch.as_tensor(item["mask"]).cpu()
-        measured = full["kspace"] * sampling
-
+    for target, item, naive_image, cs_image in slices(items, kspace_file, preprocessing, settings):
+        targets.append(target)
         start = time.perf_counter()
         images[name].append(_run_network(item, prepare_batch, network, postprocessing, torch_device))
         seconds[name] += time.perf_counter() - start
-
         if not baselines:
             continue
-        start = time.perf_counter()
-        images["zero-filled"].append(rss(ifft2c(measured)))
-        seconds["zero-filled"] += time.perf_counter() - start
-
-        start = time.perf_counter()
-        images["l1-wavelet"].append(l1_wavelet_recon(measured, sampling, cs_lamda, cs_iters))
-        seconds["l1-wavelet"] += time.perf_counter() - start
+        for method, reconstruct in ((naive, naive_image), ("l1-wavelet", cs_image)):
+            start = time.perf_counter()
+            images[method].append(reconstruct())
+            seconds[method] += time.perf_counter() - start
 
     target = torch.stack(targets)
     maxval = target.max()

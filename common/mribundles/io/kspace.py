@@ -52,13 +52,16 @@ def load_kspace(path: str | os.PathLike, key: str = "kspace", slice_index: int |
         keep their stored shape; BART arrays are mapped from BART's axes (see ``from_bart``).
 
     Raises:
-        InvalidInputError: missing, unreadable, truncated or corrupt file; real dtype;
-            not 3D/4D; empty; NaN or Inf.
+        InvalidInputError: missing, unreadable, truncated or corrupt file; a radial file;
+            real dtype; not 3D/4D; empty; NaN or Inf.
     """
     path = Path(path)
     kind = _format(path)
     if kind == "h5":
         with open_h5(path) as hf:
+            if "trajectory" in hf:  # `io.radial`: samples along spokes are no Cartesian grid
+                raise InvalidInputError("radial k-space (the file has a 'trajectory'): reconstruct it with a radial bundle "
+                                        "(brain_mri_recon_reconresnet with sampling radial)", path)
             if slice_index is None:
                 array = read_dataset(hf, key)
             else:

@@ -91,13 +91,20 @@ class NormUnet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) real -> (B, C, H, W) real."""
-        mean = x.mean(dim=(-2, -1), keepdim=True)
-        std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-        h, w = x.shape[-2], x.shape[-1]
-        pad_h, pad_w = -h % self.multiple, -w % self.multiple
-        padding = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
-        z = (x - mean) / std
-        y = self.unet(F.pad(z, padding))[..., padding[2] : padding[2] + h, padding[0] : padding[0] + w]
-        if self.residual:
-            y = y + z
-        return y * std + mean
+        return normalised_apply(self.unet, x, self.multiple, self.residual)
+
+
+def normalised_apply(network: nn.Module, x: torch.Tensor, multiple: int, residual: bool = False) -> torch.Tensor:
+    """``network`` on ``x`` (B, C, H, W) normalised per channel to zero mean and unit standard
+    deviation and zero-padded to a multiple of ``multiple``; the output is cropped and mapped
+    back (with the normalised input added first when ``residual``)."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    h, w = x.shape[-2], x.shape[-1]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    padding = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
+    z = (x - mean) / std
+    y = network(F.pad(z, padding))[..., padding[2] : padding[2] + h, padding[0] : padding[0] + w]
+    if residual:
+        y = y + z
+    return y * std + mean

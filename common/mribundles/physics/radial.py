@@ -26,6 +26,7 @@ __all__ = [
     "RadialMultiCoilOperator",
     "density_compensation",
     "golden_angle_trajectory",
+    "grid_coils",
     "simulate_radial_kspace",
 ]
 
@@ -126,6 +127,28 @@ class RadialMultiCoilOperator:
         return self.adjoint(self.forward(image))
 
     __call__ = forward
+
+
+def grid_coils(kspace: torch.Tensor, trajectory: torch.Tensor, oversampling: int = 2,
+               calib_radius: float | None = None) -> torch.Tensor:
+    """Density-compensated gridding of every coil: (..., coil, spokes, readout) k-space on the
+    (2, spokes, readout) trajectory -> (..., coil, N, N) images, N = readout / ``oversampling``.
+
+    ``calib_radius``: keep only the samples within that many k-space pixels of the centre, with a
+    cos^2 taper to zero at the edge: low-resolution coil images, from which sensitivities follow
+    by dividing by their root-sum-of-squares (the centre is sampled densely by every spoke).
+    """
+    spokes, readout = kspace.shape[-2:]
+    size = readout // oversampling
+    flat = trajectory.reshape(2, -1).to(kspace.device)
+    weights = density_compensation(spokes, readout, (size, size)).to(kspace.device)
+    if calib_radius is not None:
+        radius = flat.norm(dim=0) * size / (2 * math.pi)
+        weights = weights * torch.where(radius < calib_radius, torch.cos(radius / calib_radius * math.pi / 2) ** 2, 0.0)
+    unit = torch.ones(1, size, size, dtype=kspace.dtype, device=kspace.device)
+    samples = kspace.flatten(-2)  # (..., coil, K)
+    images = RadialMultiCoilOperator(unit, flat).adjoint(samples.reshape(-1, 1, samples.shape[-1]) * weights)
+    return images.reshape(*kspace.shape[:-2], size, size)
 
 
 def simulate_radial_kspace(

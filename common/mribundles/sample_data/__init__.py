@@ -10,6 +10,7 @@ from pathlib import Path
 SAMPLE_DIR = Path(__file__).resolve().parent
 MULTISLICE_DEMO = "mni152_2009a_multislice_4coil_kspace.h5"
 THICK_SLICE_DEMO = "voxelmorph_t1_thick_slices_kspace.h5"
+RADIAL_DEMO = "mni152_2009a_radial_8coil_kspace.h5"
 
 
 def path(name: str) -> str:
@@ -48,7 +49,7 @@ def multislice_kspace_demo(cache_dir: str | None = None, slice_step: int = 2, nu
         f"SIMULATED from the real MNI152 2009a T1 template (average of 152 real scans): axial planes "
         f"{planes[0]}-{planes[-1]} step {slice_step}, {num_coils} coils, smooth phase, 30 dB noise"
     )
-    _write_simulated_kspace(out, [volume[:, :, z] for z in planes], [int(z) for z in planes], affine, origin, num_coils)
+    write_simulated_kspace(out, [volume[:, :, z] for z in planes], [int(z) for z in planes], affine, origin, num_coils)
     return str(out)
 
 
@@ -79,7 +80,42 @@ def thick_slice_kspace_demo(cache_dir: str | None = None, thickness: int = 4, nu
         f"{thickness} mm thick (means of {thickness} planes), {num_coils} coils, smooth phase, 30 dB noise"
     )
     planes = [slabs[:, :, z] for z in range(slabs.shape[2])]
-    _write_simulated_kspace(out, planes, list(range(len(planes))), lowres_affine(subject.affine, (1, 1, thickness)), origin, num_coils)
+    write_simulated_kspace(out, planes, list(range(len(planes))), lowres_affine(subject.affine, (1, 1, thickness)), origin, num_coils)
+    return str(out)
+
+
+def radial_kspace_demo(cache_dir: str | None = None, spokes: int = 64, num_coils: int = 8, size: int = 256) -> str:
+    """The radial bundle's demo input: golden-angle radial ``num_coils``-coil k-space SIMULATED
+    from three axial planes (z = 60, 75, 90) of the shipped real MNI152 2009a T1 template,
+    each zero-padded to ``size`` x ``size`` (1 mm pixels), ``spokes`` spokes of 2 x ``size``
+    samples (`physics.simulate_radial_kspace`, 30 dB noise, seeded by the plane), with the
+    padded planes as ``reconstruction_rss``. Written once as an `io.radial` file into the cache
+    folder (see `multislice_kspace_demo`).
+    """
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from mribundles.io.radial import write_radial
+    from mribundles.physics.radial import golden_angle_trajectory, simulate_radial_kspace
+
+    out = _cache_dir(cache_dir) / f"radial{spokes}_coils{num_coils}_{size}" / RADIAL_DEMO
+    if out.is_file():
+        return str(out)
+    volume = np.asarray(nib.load(path("mni152_2009a_t1.nii.gz")).dataobj, dtype=np.float32) / 255.0
+    planes = [60, 75, 90]
+    images = np.zeros((len(planes), size, size), np.float32)
+    for i, z in enumerate(planes):
+        plane = volume[:, :, z].T  # rows along y, as the Cartesian demos
+        top, left = (size - plane.shape[0]) // 2, (size - plane.shape[1]) // 2
+        images[i, top:top + plane.shape[0], left:left + plane.shape[1]] = plane
+    trajectory = golden_angle_trajectory(spokes, 2 * size)
+    kspace = torch.stack([simulate_radial_kspace(torch.from_numpy(im), trajectory, num_coils, seed=z)[0]
+                          for im, z in zip(images, planes)])
+    origin = (f"SIMULATED from the real MNI152 2009a T1 template (average of 152 real scans): axial planes {planes}, "
+              f"zero-padded to {size}x{size}, {spokes} golden-angle spokes, {num_coils} coils, smooth phase, 30 dB noise")
+    write_radial(out, kspace.reshape(len(planes), num_coils, spokes, 2 * size), trajectory.reshape(2, spokes, 2 * size),
+                 reconstruction_rss=images, attrs={"kspace_origin": origin})
     return str(out)
 
 
@@ -89,7 +125,7 @@ def _cache_dir(cache_dir: str | None) -> Path:
     return Path(cache_dir or os.environ.get("MRIBUNDLES_CACHE") or Path.home() / ".cache" / "mribundles")
 
 
-def _write_simulated_kspace(out: Path, planes: list, seeds: list[int], affine, origin: str, num_coils: int) -> None:
+def write_simulated_kspace(out: Path, planes: list, seeds: list[int], affine, origin: str, num_coils: int) -> None:
     """Each (x, y) plane -> ``num_coils``-coil k-space (`physics.simulate_multicoil_kspace`, seeded
     per plane), written as fastMRI HDF5 with the (column, row, slice) -> RAS ``affine`` and the
     ``kspace_origin`` attribute. K-space rows (ky) run along y and columns (kx) along x."""

@@ -10,6 +10,7 @@ from mribundles.transforms.kspace import (
     UndersampleKspaced,
     ZeroFilld,
 )
+from mribundles.transforms.radial import GridRadiald, LoadRadialKspaced, SelectSpokesd
 from mribundles.transforms.registration import AffineAlignd, NamePaird, RandDiffeomorphicPaird, Warpd
 from mribundles.transforms.superres import (
     RestoreIntensityd,
@@ -21,6 +22,9 @@ from mribundles.transforms.superres import (
 from mribundles.transforms.volume import LoadVolumed, ZeroBackgroundd
 
 __all__ = [
+    "GridRadiald",
+    "LoadRadialKspaced",
+    "SelectSpokesd",
     "AffineAlignd",
     "NamePaird",
     "RandDiffeomorphicPaird",
