@@ -146,10 +146,12 @@ def test_acceleration_budget_reports_dice_psnr_and_ssim_per_acceleration(multisl
 
     out = tmp_path / "budget"
     code = main(["acceleration-budget", "--chain", str(BUNDLE), "--kspace", str(multislice_kspace),
-                 "--accelerations", "2", "8", "--recon-bundle", RECON, "--out", str(out), "--track"])
+                 "--accelerations", "2", "8", "--recon-bundle", RECON, "--out", str(out), "--track",
+                 "--labels", sample_path("mni152_2009a_tissue.nii.gz")])
     assert code == 0
     table = capsys.readouterr().out
     assert "| R | PSNR | SSIM | Dice CSF | Dice grey matter | Dice white matter | mean Dice |" in table
+    assert "Dice against the true labels" in table and "| fully sampled | " in table
     result = json.loads((out / "budget.json").read_text())
     assert [row["acceleration"] for row in result["rows"]] == [2.0, 8.0]
     low, high = result["rows"]
@@ -157,6 +159,10 @@ def test_acceleration_budget_reports_dice_psnr_and_ssim_per_acceleration(multisl
     for row in result["rows"]:
         assert 0 < row["ssim"] <= 1 and all(0 <= d <= 1 for d in row["dice"].values())
     assert low["dice"]["white matter"] > 0.5  # 2x barely changes the analysis
+    # Against the template's true tissue labels: the fully sampled volume segments well, 8x worse.
+    truth = result["reference_dice_truth"]
+    assert truth["white matter"] > 0.7 and truth["grey matter"] > 0.5
+    assert high["dice_truth"]["white matter"] < truth["white matter"]
     assert (out / "budget.png").stat().st_size > 10_000
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlruns.db")
@@ -166,6 +172,7 @@ def test_acceleration_budget_reports_dice_psnr_and_ssim_per_acceleration(multisl
     assert set(children) == {"R=2", "R=8"} and parent.data.params["recon_bundle.bundle_name"] == RECON
     assert children["R=8"].data.metrics["psnr"] == pytest.approx(high["psnr"])
     assert children["R=2"].data.metrics["dice_white_matter"] == pytest.approx(low["dice"]["white matter"])
+    assert children["R=8"].data.metrics["dice_truth_grey_matter"] == pytest.approx(high["dice_truth"]["grey matter"])
 
 
 def test_acceleration_budget_refuses_undersampled_input(tmp_path, capsys):

@@ -146,6 +146,9 @@ def _budget_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--recon-bundle", default=None, help="override the chain's recon_bundle")
+    parser.add_argument("--recon-weights", default=None,
+                        help="weights for the reconstruction network instead of its bundle's (e.g. the chain's fine-tuned ones)")
+    parser.add_argument("--labels", default=None, help="true labels of the imaged volume: also report Dice against them")
     parser.add_argument("--out", default="eval/acceleration_budget", help="folder for budget.json and budget.png")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
@@ -161,7 +164,8 @@ def _budget_run(args: argparse.Namespace) -> int:
     from mribundles.chains.budget import acceleration_budget, format_budget_table, plot_budget
     from mribundles.io.atomic import atomic_path
 
-    result = acceleration_budget(args.chain, args.kspace, args.accelerations, args.mask, args.seed, args.device, args.recon_bundle)
+    result = acceleration_budget(args.chain, args.kspace, args.accelerations, args.mask, args.seed, args.device,
+                                 args.recon_bundle, args.recon_weights, args.labels)
     out = Path(args.out)
     with atomic_path(out / "budget.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -177,6 +181,7 @@ def _budget_run(args: argparse.Namespace) -> int:
 def _track_budget(result: dict, out) -> None:
     """Parent run (chain, stage bundles with their weights, data, table and plot) with one nested
     run per acceleration holding its PSNR, SSIM and Dice per class."""
+    from mribundles.bundles import file_sha256
     from mribundles.chains.stages import find_bundle
     from mribundles.tracking import bundle_params, tracked_run
 
@@ -184,6 +189,9 @@ def _track_budget(result: dict, out) -> None:
     for stage in ("recon_bundle", "seg_bundle"):
         for key, value in bundle_params(find_bundle(result[stage])).items():
             params[f"{stage}.{key}"] = value
+    if result["recon_weights"]:  # weights other than the bundle's: record which
+        params["recon_weights"] = result["recon_weights"]
+        params["recon_weights_sha256"] = file_sha256(result["recon_weights"])
     with tracked_run(f"acceleration-budget {result['chain']}", params, output_dir=out) as (client, parent):
         client.log_artifact(parent, str(out / "budget.json"))
         client.log_artifact(parent, str(out / "budget.png"))
@@ -192,6 +200,7 @@ def _track_budget(result: dict, out) -> None:
                              parent_run_id=parent) as (_, run_id):
                 metrics = {"psnr": row["psnr"], "ssim": row["ssim"], "mean_dice": row["mean_dice"]}
                 metrics.update({f"dice_{name.replace(' ', '_')}": value for name, value in row["dice"].items()})
+                metrics.update({f"dice_truth_{name.replace(' ', '_')}": value for name, value in row.get("dice_truth", {}).items()})
                 for key, value in metrics.items():
                     client.log_metric(run_id, key, value)
 

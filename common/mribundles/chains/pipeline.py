@@ -94,10 +94,8 @@ class PipelineChain:
         bundle's outputs or None, the stage runs by key). Nothing leaves the device here."""
         images: dict[str, torch.Tensor] = {}
         runs = {}
-        recon_params = {"kspace_file": kspace_file, "mask": self.recon.mask, "acceleration": self.recon.acceleration,
-                        "center_fraction": self.recon.center_fraction, "seed": self.recon.seed}
         affine = kspace_affine(kspace_file, self.voxel_size)
-        with _timed(engine, "reconstruction", {**bundle_params(self.recon.root), **recon_params}) as runs["recon"]:
+        with _timed(engine, "reconstruction", self.recon.lineage(kspace_file)) as runs["recon"]:
             images["recon"] = volume = self.recon(kspace_file, affine.to(self.recon.device))
         if self.sr is not None:
             with _timed(engine, "super-resolution", bundle_params(self.sr.root)) as runs["sr"]:

@@ -105,9 +105,7 @@ class ReconSegChain:
         stem = Path(kspace_file).name.split(".")[0]
         affine = kspace_affine(kspace_file, self.voxel_size)
 
-        recon_params = {"kspace_file": kspace_file, "mask": self.recon.mask, "acceleration": self.recon.acceleration,
-                        "center_fraction": self.recon.center_fraction, "seed": self.recon.seed}
-        with stage_run(engine, "reconstruction", {**bundle_params(self.recon.root), **recon_params}) as recon_run:
+        with stage_run(engine, "reconstruction", self.recon.lineage(kspace_file)) as recon_run:
             start = time.perf_counter()
             volume = self.recon(kspace_file, affine.to(self.recon.device))
             recon_run.metric("seconds", time.perf_counter() - start)

@@ -78,6 +78,9 @@ class ReconStage:
     ``batch_size="auto"`` sizes batches to the device: on a GPU, one slice is run alone to
     measure its peak memory and batches take half of the free memory (`batch_size_for`); on the
     CPU, where memory rarely binds and larger batches do not run faster, 4.
+
+    ``weights`` replaces the bundle's own ``ckpt_path``: a state dict for the same network, such
+    as the reconstruction weights fine-tuned through a segmenter by a chain's ``train.json``.
     """
 
     bundle: str | os.PathLike
@@ -87,6 +90,7 @@ class ReconStage:
     center_fraction: float = 0.08
     seed: int = 0
     batch_size: int | str = "auto"
+    weights: str | os.PathLike | None = None
     root: Path = field(init=False)
     metadata: dict = field(init=False)
 
@@ -98,6 +102,10 @@ class ReconStage:
         self.metadata = read_metadata(self.root)
         overrides = {"mask": self.mask, "acceleration": self.acceleration, "center_fraction": self.center_fraction,
                      "seed": self.seed, "device": self.device}
+        if self.weights is not None and str(self.weights).strip().lower() not in ("", "none", "null"):
+            overrides["ckpt_path"] = str(self.weights)
+        else:
+            self.weights = None
         self.preprocessing, self.prepare_batch, self.network, _ = load_recon_bundle(self.root, overrides, self.device)
 
     def __call__(self, kspace_file: str | os.PathLike, affine: torch.Tensor) -> MetaTensor:
@@ -111,6 +119,18 @@ class ReconStage:
         slices = [self._reconstruct(batch) for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)]
         volume = torch.cat(slices).permute(2, 1, 0)  # (slice, ky, kx) -> (kx, ky, slice)
         return MetaTensor(volume[None], affine=affine, meta={"filename_or_obj": str(kspace_file)})
+
+    def lineage(self, kspace_file: str | os.PathLike) -> dict:
+        """MLflow params of a run: the bundle, the weights that ran (their own sha256 when
+        ``weights`` replaced the bundle's), the input and the undersampling."""
+        from mribundles.bundles import file_sha256
+        from mribundles.tracking import bundle_params
+
+        params = {**bundle_params(self.root), "kspace_file": str(kspace_file), "mask": self.mask,
+                  "acceleration": self.acceleration, "center_fraction": self.center_fraction, "seed": self.seed}
+        if self.weights is not None:
+            params.update(weights=str(self.weights), weights_sha256=file_sha256(self.weights))
+        return params
 
     def _reconstruct(self, batch: dict) -> torch.Tensor:
         """A collated batch of slices -> (B, ky, kx) magnitude images on the device."""
