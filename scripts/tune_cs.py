@@ -74,6 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-iter", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampling", choices=["cartesian", "radial"], default="cartesian")
+    parser.add_argument("--grid", type=float, nargs="+", default=list(GRID), help="lamda values to try")
     args = parser.parse_args(argv)
 
     picks = training_slices(args.data, args.slices_per_file)
@@ -86,14 +87,14 @@ def main(argv=None) -> None:
     for file, index in picks:
         for setting, target, naive_image, reconstruct in cases(file, index, args.seed, args.max_iter):
             naive.setdefault(setting, []).append(ssim(target, naive_image))
-            for lam in GRID:
+            for lam in args.grid:
                 scores.setdefault((setting, lam), []).append(ssim(target, reconstruct(lam)))
 
     settings = list(naive)
     print(f"{'lamda':>9} " + " ".join(f"{'SSIM ' + s:>14}" for s in settings) + f" {'mean':>7}")
     print(f"{'naive':>9} " + " ".join(f"{np.mean(naive[s]):14.4f}" for s in settings))
     means = {}
-    for lam in GRID:
+    for lam in args.grid:
         per_setting = [float(np.mean(scores[(s, lam)])) for s in settings]
         means[lam] = float(np.mean(per_setting))
         print(f"{lam:9.0e} " + " ".join(f"{v:14.4f}" for v in per_setting) + f" {means[lam]:7.4f}")

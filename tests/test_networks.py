@@ -153,3 +153,29 @@ def test_image_unet_is_identity_before_it_learns_a_correction():
     torch.nn.init.zeros_(model.norm_unet.unet.head.bias)
     image = torch.rand(2, 1, 21, 30) * 7 + 3
     torch.testing.assert_close(model(image), image, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampling", ["cartesian", "radial"])
+def test_reconresnet_shapes_scale_equivariance_and_gradients(sampling):
+    from mribundles.networks import ReconResNet
+    from mribundles.physics.radial import golden_angle_trajectory
+
+    torch.manual_seed(0)
+    network = ReconResNet(sampling, chans=8, num_blocks=2, dropout=0.0).eval()
+    if sampling == "radial":
+        kspace = torch.randn(2, 3, 16, 48, dtype=torch.complex64)  # 16 spokes of 48 samples: a 24 x 24 image
+        sampling_input = golden_angle_trajectory(16, 48).reshape(2, 16, 48)
+        size = (24, 24)
+    else:
+        mask = make_mask("random1d", (20, 18), 4, 0.2, seed=0)
+        kspace = torch.randn(2, 3, 20, 18, dtype=torch.complex64) * mask
+        sampling_input = mask[None].expand(2, -1, -1)
+        size = (20, 18)
+    out = network(kspace, sampling_input)
+    assert out.shape == (2, 1, *size) and torch.isfinite(out).all()
+    # Instance normalisation and linear operators: scaling the data scales the image.
+    torch.testing.assert_close(network(kspace * 1000, sampling_input), out * 1000, rtol=1e-3, atol=1e-3 * float(out.max()) * 1000)
+    out.sum().backward()
+    assert network.dc_weight.grad is not None and network.regulariser.layers[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        ReconResNet("spiral")

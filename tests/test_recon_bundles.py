@@ -29,6 +29,7 @@ BUNDLES = [pytest.param(REPO / "bundles" / name, id=name) for name in RECON_BUND
 TESTED_ELSEWHERE = {
     "brain_mri_tissue_seg": "tests/test_seg_bundle.py",
     "brain_mri_recon_seg": "tests/test_chain_bundle.py",
+    "brain_mri_recon_reconresnet": "tests/test_reconresnet_bundle.py",
     "brain_mri_reg_voxelmorph": "tests/test_reg_bundle.py",
     "brain_mri_sr": "tests/test_sr_bundle.py",
     "brain_mri_pipeline": "tests/test_pipeline_bundle.py",

@@ -79,14 +79,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def record_weights_sha256(bundle_dir: str | Path) -> str:
-    """Write the SHA-256 of `models/model.pt` into metadata.json (`weights_sha256`)."""
+def record_weights_sha256(bundle_dir: str | Path, weights: tuple[str, ...] = ("models/model.pt",)) -> dict[str, str]:
+    """Write the SHA-256 of each of ``weights`` (paths relative to the bundle) into metadata.json
+    (`weights_sha256`), replacing what it listed before; return them."""
     bundle_dir = Path(bundle_dir)
     meta_file = bundle_dir / "configs" / "metadata.json"
     meta = read_metadata(bundle_dir)
-    meta["weights_sha256"] = {"models/model.pt": file_sha256(bundle_dir / "models" / "model.pt")}
+    meta["weights_sha256"] = {rel: file_sha256(bundle_dir / rel) for rel in weights}
     meta_file.write_text(json.dumps(meta, indent=4) + "\n")
-    return meta["weights_sha256"]["models/model.pt"]
+    return meta["weights_sha256"]
 
 
 def check_recorded_weights(bundle_dir: str | Path, metadata: dict) -> None:

@@ -155,7 +155,8 @@ def evaluate_recon(
         cs_iters: iterations of the CS baseline.
         baselines: also run zero-filling and CS (False when they are already known for the
             same file and mask, e.g. when comparing several bundles).
-        figure: if given, a PNG of the middle slice: reference beside every method.
+        figure: if given, a PNG of the middle slice: reference beside every method, and each
+            method's error map below it.
         spokes: a radial file's golden-angle spokes to keep (``mask``, ``acceleration`` and
             ``center_fraction`` are then unused).
 
@@ -194,7 +195,7 @@ def evaluate_recon(
         require_fully_sampled(load_kspace(kspace_file, slice_index=items[0].get("slice")), kspace_file)
         settings = {"mask": mask, "acceleration": acceleration, "center_fraction": center_fraction, "seed": seed,
                     "device": str(torch_device), "cs_lamda": DEFAULT_LAMDA if cs_lamda is None else cs_lamda, "cs_iters": cs_iters}
-        overrides = {"kspace_file": str(kspace_file), "mask": mask, "acceleration": acceleration,
+        overrides = {"kspace_file": str(kspace_file), "sampling": "cartesian", "mask": mask, "acceleration": acceleration,
                      "center_fraction": center_fraction, "seed": seed, "device": torch_device}
         slices = _cartesian_slices
     preprocessing, prepare_batch, network, postprocessing = load_recon_bundle(bundle_dir, overrides, torch_device)
@@ -237,7 +238,7 @@ def evaluate_recon(
 
         middle = len(items) // 2
         panels = {m: images[m][middle].cpu() for m in methods}
-        save_comparison_png(str(figure), {"fully sampled": target[middle].cpu(), **panels})
+        save_comparison_png(str(figure), {"fully sampled": target[middle].cpu(), **panels}, error_maps=True)
     return {
         "data_file": str(kspace_file),
         "bundle": name,

@@ -100,8 +100,9 @@ class ReconStage:
         self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
         self.root = find_bundle(self.bundle)
         self.metadata = read_metadata(self.root)
-        overrides = {"mask": self.mask, "acceleration": self.acceleration, "center_fraction": self.center_fraction,
-                     "seed": self.seed, "device": self.device}
+        # Chains read Cartesian multi-slice k-space: a bundle that takes both samplings is told so.
+        overrides = {"sampling": "cartesian", "mask": self.mask, "acceleration": self.acceleration,
+                     "center_fraction": self.center_fraction, "seed": self.seed, "device": self.device}
         if self.weights is not None and str(self.weights).strip().lower() not in ("", "none", "null"):
             overrides["ckpt_path"] = str(self.weights)
         else:

@@ -65,14 +65,27 @@ class ReconstructionWriter:
         self._slices.clear()
 
 
-def save_comparison_png(path: str, images: dict[str, torch.Tensor]) -> None:
-    """Images side by side on one grey scale (the last image's 99.5th percentile), atomically."""
+def save_comparison_png(path: str, images: dict[str, torch.Tensor], error_maps: bool = False) -> None:
+    """Images side by side on one grey scale (the last image's 99.5th percentile), atomically.
+
+    ``error_maps``: the first image is the reference; a second row shows every other image's
+    absolute error against it, on one scale (a fifth of the grey scale's top, so that errors
+    of a few percent are visible).
+    """
     vmax = float(np.percentile(list(images.values())[-1].numpy(), 99.5)) or 1.0
-    fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 4.4), squeeze=False)
-    for ax, (title, image) in zip(axes[0], images.items()):
+    rows = 2 if error_maps else 1
+    fig, axes = plt.subplots(rows, len(images), figsize=(4 * len(images), 4.4 * rows), squeeze=False)
+    reference = next(iter(images.values()))
+    for column, (title, image) in enumerate(images.items()):
+        ax = axes[0, column]
         ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=vmax)
         ax.set_title(title)
         ax.axis("off")
+        if error_maps:
+            axes[1, column].axis("off")
+            if column > 0:
+                axes[1, column].imshow((image - reference).abs().numpy(), cmap="inferno", vmin=0, vmax=vmax / 5)
+                axes[1, column].set_title(f"|{title} - {next(iter(images))}|")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mribundles.networks.complex_channels import channels_to_complex, complex_to_channels
-from mribundles.networks.unet import normalised_apply
+from mribundles.networks.unet import crop_and_restore, normalise_and_pad
 from mribundles.physics.calibration import calibration_mask
 from mribundles.physics.coils import rss
 from mribundles.physics.fft import ifft2c
@@ -107,9 +107,8 @@ class ReconResNet(nn.Module):
         else:
             operator, weights = self._cartesian_operator(kspace, sampling), 1.0
         image = operator.adjoint(kspace * weights)  # (B, H, W)
-        refined = image + channels_to_complex(
-            normalised_apply(self.regulariser, complex_to_channels(image[:, None]), ResNetRegulariser.multiple)
-        )[:, 0]
+        z, mean, std, padding = normalise_and_pad(complex_to_channels(image[:, None]), ResNetRegulariser.multiple)
+        refined = image + channels_to_complex(crop_and_restore(self.regulariser(z), z, mean, std, padding))[:, 0]
         refined = refined + self.dc_weight * operator.adjoint((kspace - operator.forward(refined)) * weights)
         return refined.abs()[:, None]
 
