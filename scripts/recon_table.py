@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", default=None, help="default: the Cartesian bundles (with --radial: the radial one)")
     parser.add_argument("--kspace", type=Path, default=None, help="default: the validation patient's file of the sampling")
     parser.add_argument("--accelerations", type=float, nargs="+", default=[4, 8])
+    parser.add_argument("--mask", default="random1d", help="retrospective mask kind (random1d, poisson2d, ...)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cs-iters", type=int, default=DEFAULT_CS_ITERS, help="iterations of the L1-wavelet baseline")
     parser.add_argument("--radial", action="store_true", help="the radial bundles on the radial validation file")
@@ -49,7 +50,7 @@ def main() -> None:
     args.bundles, args.kspace = args.bundles or CARTESIAN_BUNDLES, args.kspace or CARTESIAN_VAL
 
     origin = read_fastmri(args.kspace).attrs.get("kspace_origin", "unknown") if args.kspace.suffix == ".h5" else "unknown"
-    print(f"data: {args.kspace.name} (k-space origin: {origin}); 1D random masks, centre 0.32/R, seed {args.seed}; "
+    print(f"data: {args.kspace.name} (k-space origin: {origin}); {args.mask} masks, centre 0.32/R, seed {args.seed}; "
           "NMSE/PSNR/SSIM as fastMRI's evaluate.py (whole volume)\n")
     print("| R | method | NMSE | PSNR (dB) | SSIM | s/slice |")
     print("|---|---|---|---|---|---|")
@@ -57,7 +58,7 @@ def main() -> None:
         rows = {}
         for index, bundle in enumerate(args.bundles):
             # Zero-filling and CS see the same samples whichever bundle runs: compute them once.
-            result = evaluate_recon(REPO / "bundles" / bundle, args.kspace, "random1d", acceleration,
+            result = evaluate_recon(REPO / "bundles" / bundle, args.kspace, args.mask, acceleration,
                                     seed=args.seed, baselines=index == 0, cs_iters=args.cs_iters)
             rows.update(result["methods"])
         baselines_last = sorted(rows.items(), key=lambda row: row[0] in ("zero-filled", "l1-wavelet"))

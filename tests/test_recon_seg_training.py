@@ -69,7 +69,7 @@ def test_segmentation_loss_alone_trains_the_reconstruction_through_the_frozen_se
     assert stage.lineage("x.h5")["weights_sha256"] != ReconStage(RECON, torch.device("cpu")).lineage("x.h5")["weights_sha256"]
 
 
-def test_slabs_carry_their_affine_and_labels_that_match_the_kspace_planes(dataset, tmp_path):
+def test_slabs_take_planes_step_apart_with_their_affine(dataset, tmp_path):
     train = _train(dataset, tmp_path)
     slabs = train.parser.get_parsed_content("train#dataset")
     assert len(slabs) == 12 - 7 + 1  # a slab of 4 planes 2 apart spans 7 of the 12
