@@ -70,7 +70,9 @@ def read_radial_slice(path: str | os.PathLike, slice_index: int, reference: bool
         kspace = hf["kspace"][slice_index]
         image = None
         if reference:
-            image = read_dataset(hf, "reconstruction_rss")[slice_index].astype(np.float32)
+            if "reconstruction_rss" not in hf:
+                read_dataset(hf, "reconstruction_rss")  # raises, naming the datasets present
+            image = hf["reconstruction_rss"][slice_index].astype(np.float32)  # this slice only
     require_finite(trajectory, path, "trajectory")
     kspace = as_kspace_tensor(kspace, path)  # refuses NaN/Inf and non-complex data
     return kspace, torch.from_numpy(trajectory.astype(np.float32)), None if image is None else torch.from_numpy(image)
