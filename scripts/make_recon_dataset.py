@@ -28,6 +28,7 @@ import itk
 import nibabel as nib
 import numpy as np
 import torch
+from monai.transforms import SpatialPad
 
 from mribundles.io.fastmri_h5 import minimal_ismrmrd_header, write_fastmri
 from mribundles.physics.coils import rss
@@ -95,11 +96,8 @@ def write_subject(out: Path, name: str, images: np.ndarray, pixel_mm: float, sou
 def write_radial_subject(out: Path, name: str, images: np.ndarray, source: str, num_coils: int, snr_db: float,
                          seed: int, spokes: int, size: int = 256) -> int:
     """Pad each slice of `images` (slice, H, W) to size x size and simulate its radial k-space."""
-    images = np.clip(images / np.percentile(images, 99.9), 0, None)
-    h, w = images.shape[1:]
-    top, left = (size - h) // 2, (size - w) // 2
-    padded = np.zeros((len(images), size, size), np.float32)
-    padded[:, top:top + h, left:left + w] = images
+    images = np.clip(images / np.percentile(images, 99.9), 0, None).astype(np.float32)
+    padded = SpatialPad((size, size))(images).numpy()  # slices as channels, padded about the centre
     trajectory = golden_angle_trajectory(spokes, 2 * size)
     kspace = torch.stack([
         simulate_radial_kspace(torch.from_numpy(im), trajectory, num_coils, snr_db, seed + i)[0] for i, im in enumerate(padded)

@@ -118,21 +118,28 @@ def check_inference_retrospective(bundle: Path, dataset: Path, tmp_path: Path) -
     assert image.shape == (112, 80, 2) and np.isfinite(image).all()
 
 
-def check_multi_process_train(bundle: Path, dataset: Path, tmp_path: Path) -> None:
-    """The multi-GPU overlay under torchrun with two CPU processes (gloo): both ranks train,
-    rank 0 alone logs and saves, and the saved weights load into the plain network."""
+def run_multi_gpu_train(bundle: Path, tmp_path: Path, *args: str) -> str:
+    """train.json with its multi_gpu_train.json overlay under torchrun, two CPU processes (gloo,
+    one thread each), writing to ``tmp_path``/eval and ``tmp_path``/models; ``args`` are more
+    overrides. Asserts success and returns the log of both ranks."""
+    import os
+
     train, overlay = configs(bundle, "train.json", "multi_gpu_train.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "monai.bundle", "run", "--config_file", f"['{train}','{overlay}']",
            "--meta_file", str(bundle / "configs" / "metadata.json"),
-           "--logging_file", str(bundle / "configs" / "logging.conf"),
-           "--bundle_root", str(bundle), "--dataset_dir", str(dataset), "--max_epochs", "1", "--val_interval", "1",
-           "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models")]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+           "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(bundle),
+           "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models"), *args]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def check_multi_process_train(bundle: Path, dataset: Path, tmp_path: Path) -> None:
+    """The multi-GPU overlay under torchrun with two CPU processes (gloo): both ranks train,
+    rank 0 alone logs and saves, and the saved weights load into the plain network."""
+    log = run_multi_gpu_train(bundle, tmp_path, "--dataset_dir", str(dataset), "--max_epochs", "1", "--val_interval", "1")
     # Both ranks train (ignite's own log line comes twice); StatsHandler runs on rank 0 only.
-    log = result.stdout + result.stderr
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2
     assert log.count("-- train_loss:") == 1 and log.count("Epoch[1] Metrics --") == 1
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_checks import REPO, workflow
+from bundle_checks import REPO, run_multi_gpu_train, workflow
 from mribundles.chains import ReconStage
 from mribundles.errors import InvalidInputError
 from mribundles.io import write_fastmri
@@ -97,21 +97,10 @@ def test_labels_on_another_grid_are_refused_naming_the_file(dataset, tmp_path):
 def test_multi_gpu_overlay_fine_tunes_with_two_processes(dataset, tmp_path):
     """torchrun, two CPU processes (gloo): each rank draws its own slabs, rank 0 alone logs and
     saves, and the saved weights load into the reconstruction bundle's network."""
-    import os
-    import subprocess
-    import sys
-
-    train, overlay = (str(BUNDLE / "configs" / n) for n in ("train.json", "multi_gpu_train.json"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "--config_file", f"['{train}','{overlay}']",
-           "--meta_file", str(BUNDLE / "configs" / "metadata.json"), "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-           "--bundle_root", str(BUNDLE), "--recon_bundle", RECON, "--dataset_dir", str(dataset),
-           "--kspace_file", str(dataset / "train" / "mni_kspace.h5"), "--label_file", str(dataset / "train" / "mni_label.nii.gz"),
-           "--slab_slices", "4", "--max_epochs", "1", "--iterations_per_epoch", "4",
-           "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models")]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
+    log = run_multi_gpu_train(BUNDLE, tmp_path, "--recon_bundle", RECON, "--dataset_dir", str(dataset),
+                              "--kspace_file", str(dataset / "train" / "mni_kspace.h5"),
+                              "--label_file", str(dataset / "train" / "mni_label.nii.gz"),
+                              "--slab_slices", "4", "--max_epochs", "1", "--iterations_per_epoch", "4")
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2  # ignite logs on both ranks
     assert log.count("-- train_loss:") == 2  # rank 0's StatsHandler alone: 4 // 2 iterations
     state = torch.load(tmp_path / "models" / "recon_finetuned.pt", map_location="cpu", weights_only=True)

@@ -5,7 +5,6 @@ and its refusals."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_checks import REPO, check_metadata, check_one_epoch_trains, check_weights, workflow
+from bundle_checks import REPO, check_metadata, check_one_epoch_trains, check_weights, run_multi_gpu_train, workflow
 from mribundles import sample_data
 
 BUNDLE = REPO / "bundles" / "brain_mri_reg_voxelmorph"
@@ -113,17 +112,8 @@ def test_train_one_epoch_then_evaluate(tiny_dataset, tmp_path):
 
 
 def test_multi_gpu_overlay_trains_with_two_processes(tiny_dataset, tmp_path):
-    train, overlay = (str(BUNDLE / "configs" / n) for n in ("train.json", "multi_gpu_train.json"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "--config_file", f"['{train}','{overlay}']",
-           "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-           "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-           "--bundle_root", str(BUNDLE), "--dataset_dir", str(tiny_dataset), "--max_epochs", "1",
-           "--iterations_per_epoch", "4", "--val_interval", "1", "--crop_size", "[32,32,32]",
-           "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models")]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
+    log = run_multi_gpu_train(BUNDLE, tmp_path, "--dataset_dir", str(tiny_dataset), "--max_epochs", "1",
+                              "--iterations_per_epoch", "4", "--val_interval", "1", "--crop_size", "[32,32,32]")
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2  # ignite logs on both ranks
     assert log.count("-- train_loss:") == 2  # rank 0's StatsHandler alone: 4 // 2 iterations
     network = workflow(BUNDLE, ["inference.json"], "infer").parser.get_parsed_content("network_def")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_checks import REPO, check_metadata, check_one_epoch_trains, check_torchscript_export, workflow
+from bundle_checks import REPO, check_metadata, check_one_epoch_trains, check_torchscript_export, run_multi_gpu_train, workflow
 from mribundles import sample_data
 from mribundles.bundles import file_sha256
 
@@ -144,19 +144,9 @@ def test_bad_input_fails_with_one_line_naming_the_file(problem, tmp_path):
 def test_multi_gpu_overlay_trains_with_two_processes(tiny_seg_dataset, tmp_path):
     """torchrun, two CPU processes (gloo): both ranks train on their own patches, rank 0 alone
     logs and saves, and the saved weights load into the plain network."""
-    import os
-
-    train, overlay = (str(BUNDLE / "configs" / n) for n in ("train.json", "multi_gpu_train.json"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "--config_file", f"['{train}','{overlay}']",
-           "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-           "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-           "--bundle_root", str(BUNDLE), "--dataset_dir", str(tiny_seg_dataset), "--max_epochs", "1",
-           "--iterations_per_epoch", "4", "--val_interval", "1", "--crop_size", "[40,40,40]", "--patch_size", "[32,32,32]",
-           "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models")]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
+    log = run_multi_gpu_train(BUNDLE, tmp_path, "--dataset_dir", str(tiny_seg_dataset), "--max_epochs", "1",
+                              "--iterations_per_epoch", "4", "--val_interval", "1", "--crop_size", "[40,40,40]",
+                              "--patch_size", "[32,32,32]")
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2  # ignite logs on both ranks
     assert log.count("-- train_loss:") == 2  # rank 0's StatsHandler alone: 4 // 2 iterations
     network = workflow(BUNDLE, ["inference.json"], "infer").parser.get_parsed_content("network_def")

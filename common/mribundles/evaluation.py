@@ -115,13 +115,13 @@ def _cartesian_slices(items, kspace_file, preprocessing, settings):
 def _radial_slices(items, kspace_file, preprocessing, settings):
     """Per slice of a radial file: (its reference image, the bundle's preprocessed item, the
     item's gridding, radial CS on the same spokes)."""
-    from mribundles.io.radial import read_radial_slice
-    from mribundles.physics.radial import grid_coils
+    from mribundles.io.radial import read_radial_reference
+    from mribundles.physics.radial import grid_rss
 
     for entry in items:
-        _, _, target = read_radial_slice(kspace_file, int(entry.get("slice") or 0), reference=True)
+        target = read_radial_reference(kspace_file, int(entry.get("slice") or 0))
         item = preprocessing(dict(entry))
-        yield (target, item, lambda i=item: rss(grid_coils(i["kspace"], i["trajectory"]), dim=0),
+        yield (target, item, lambda i=item: grid_rss(i["kspace"], i["trajectory"]),
                lambda i=item: l1_wavelet_radial(i["kspace"], i["trajectory"], settings["cs_lamda"], settings["cs_iters"]))
 
 

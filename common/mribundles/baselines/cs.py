@@ -134,7 +134,7 @@ def l1_wavelet_radial(
     Returns:
         float32 (N, N) on the CPU, N = readout / ``oversampling``.
     """
-    from mribundles.physics.radial import density_compensation, grid_coils
+    from mribundles.physics.radial import density_compensation, grid_rss, radial_sensitivities
 
     if kspace.ndim != 3 or not kspace.is_complex() or trajectory.shape != (2, *kspace.shape[-2:]):
         raise InvalidInputError(f"radial k-space (coil, spokes, readout) and trajectory (2, spokes, readout) expected, "
@@ -142,11 +142,10 @@ def l1_wavelet_radial(
     kspace, trajectory = kspace.detach().cpu().to(torch.complex64), trajectory.detach().cpu()
     spokes, readout = kspace.shape[-2:]
     size = readout // oversampling
-    scale = float(rss(grid_coils(kspace, trajectory, oversampling), dim=0).max())
+    scale = float(grid_rss(kspace, trajectory, oversampling).max())
     if not scale > 0:
         raise InvalidInputError("radial k-space holds no signal")
-    low_res = grid_coils(kspace, trajectory, oversampling, calib_radius)
-    maps = low_res / rss(low_res, dim=0).clamp_min(1e-12)
+    maps = radial_sensitivities(kspace, trajectory, oversampling, calib_radius)
     coord = (trajectory.reshape(2, -1).T * size / (2 * np.pi)).numpy()
     weights = density_compensation(spokes, readout, (size, size)).numpy()[None]
     y = (kspace.reshape(kspace.shape[0], -1) / scale).numpy()

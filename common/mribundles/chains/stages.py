@@ -39,9 +39,13 @@ def optional_stage(stage: type, bundle: str | os.PathLike | None, *args):
     """``stage(bundle, *args)``, or None when the stage is switched off: ``bundle`` None, empty,
     ``"none"`` or ``"null"``. MONAI's command line drops a ``None`` override and passes
     ``null`` as a string, so ``--sr_bundle none`` is how a user switches a stage off there."""
-    if bundle is None or str(bundle).strip().lower() in ("", "none", "null"):
-        return None
-    return stage(bundle, *args)
+    return None if switched_off(bundle) else stage(bundle, *args)
+
+
+def switched_off(value) -> bool:
+    """None, empty, ``"none"`` or ``"null"``: how a config or the command line leaves an
+    optional setting unset (MONAI's CLI drops a ``None`` override and passes ``null`` as a string)."""
+    return value is None or str(value).strip().lower() in ("", "none", "null")
 
 
 def _open_bundle(stage, overrides: dict | None = None):
@@ -103,10 +107,10 @@ class ReconStage:
         # Chains read Cartesian multi-slice k-space: a bundle that takes both samplings is told so.
         overrides = {"sampling": "cartesian", "mask": self.mask, "acceleration": self.acceleration,
                      "center_fraction": self.center_fraction, "seed": self.seed, "device": self.device}
-        if self.weights is not None and str(self.weights).strip().lower() not in ("", "none", "null"):
-            overrides["ckpt_path"] = str(self.weights)
-        else:
+        if switched_off(self.weights):
             self.weights = None
+        else:
+            overrides["ckpt_path"] = str(self.weights)
         self.preprocessing, self.prepare_batch, self.network, _ = load_recon_bundle(self.root, overrides, self.device)
 
     def __call__(self, kspace_file: str | os.PathLike, affine: torch.Tensor) -> MetaTensor:

@@ -22,7 +22,7 @@ from mribundles.io.atomic import atomic_path
 from mribundles.io.fastmri_h5 import open_h5, read_dataset
 from mribundles.io.validation import as_kspace_tensor, require_finite, to_numpy
 
-__all__ = ["is_radial", "read_radial_slice", "write_radial"]
+__all__ = ["is_radial", "read_radial_reference", "read_radial_slice", "write_radial"]
 
 
 def is_radial(hf) -> bool:
@@ -68,11 +68,16 @@ def read_radial_slice(path: str | os.PathLike, slice_index: int, reference: bool
             raise InvalidInputError(f"trajectory {trajectory.shape} does not match the k-space's spokes x readout "
                                     f"{tuple(shape[-2:])}: expected (2, {shape[-2]}, {shape[-1]})", path)
         kspace = hf["kspace"][slice_index]
-        image = None
-        if reference:
-            if "reconstruction_rss" not in hf:
-                read_dataset(hf, "reconstruction_rss")  # raises, naming the datasets present
-            image = hf["reconstruction_rss"][slice_index].astype(np.float32)  # this slice only
     require_finite(trajectory, path, "trajectory")
     kspace = as_kspace_tensor(kspace, path)  # refuses NaN/Inf and non-complex data
-    return kspace, torch.from_numpy(trajectory.astype(np.float32)), None if image is None else torch.from_numpy(image)
+    image = read_radial_reference(path, slice_index) if reference else None
+    return kspace, torch.from_numpy(trajectory.astype(np.float32)), image
+
+
+def read_radial_reference(path: str | os.PathLike, slice_index: int) -> torch.Tensor:
+    """Slice ``slice_index`` of a radial file's ``reconstruction_rss``, (N, N) float32, read
+    without its k-space; a file without one is refused, naming the datasets it has."""
+    with open_h5(path) as hf:
+        if "reconstruction_rss" not in hf:
+            read_dataset(hf, "reconstruction_rss")  # raises, naming the datasets present
+        return torch.from_numpy(hf["reconstruction_rss"][slice_index].astype(np.float32))

@@ -28,7 +28,7 @@ from mribundles.physics.calibration import calibration_mask
 from mribundles.physics.coils import rss
 from mribundles.physics.fft import ifft2c
 from mribundles.physics.operators import MultiCoilOperator
-from mribundles.physics.radial import RadialMultiCoilOperator, density_compensation, grid_coils
+from mribundles.physics.radial import RadialMultiCoilOperator, density_compensation, radial_sensitivities
 
 __all__ = ["ReconResNet", "ResNetRegulariser"]
 
@@ -115,7 +115,7 @@ class ReconResNet(nn.Module):
     def _cartesian_operator(self, kspace: torch.Tensor, mask: torch.Tensor) -> MultiCoilOperator:
         mask = mask.to(torch.bool).expand(kspace.shape[0], *mask.shape[-2:])
         low_res = ifft2c(kspace * calibration_mask(mask)[:, None])
-        return MultiCoilOperator(_normalise_maps(low_res), mask)
+        return MultiCoilOperator(low_res / rss(low_res).unsqueeze(-3).clamp_min(1e-12), mask)
 
     def _radial_operator(self, kspace: torch.Tensor, trajectory: torch.Tensor):
         if trajectory.ndim == 4:  # collated: one trajectory per item, all the same
@@ -125,11 +125,7 @@ class ReconResNet(nn.Module):
                              "expected (2, spokes, readout)")
         spokes, readout = kspace.shape[-2:]
         size = readout // self.oversampling
-        low_res = grid_coils(kspace, trajectory, self.oversampling, self.calib_radius)
+        maps = radial_sensitivities(kspace, trajectory, self.oversampling, self.calib_radius)
         weights = density_compensation(spokes, readout, (size, size)).to(kspace.device)
-        return RadialMultiCoilOperator(_normalise_maps(low_res), trajectory.reshape(2, -1)), weights
+        return RadialMultiCoilOperator(maps, trajectory.reshape(2, -1)), weights
 
-
-def _normalise_maps(low_res: torch.Tensor) -> torch.Tensor:
-    """Coil images (B, coil, H, W) -> sensitivities with unit root-sum-of-squares."""
-    return low_res / rss(low_res).unsqueeze(-3).clamp_min(1e-12)

@@ -27,6 +27,8 @@ __all__ = [
     "density_compensation",
     "golden_angle_trajectory",
     "grid_coils",
+    "grid_rss",
+    "radial_sensitivities",
     "simulate_radial_kspace",
 ]
 
@@ -151,6 +153,23 @@ def grid_coils(kspace: torch.Tensor, trajectory: torch.Tensor, oversampling: int
     return images.reshape(*kspace.shape[:-2], size, size)
 
 
+def grid_rss(kspace: torch.Tensor, trajectory: torch.Tensor, oversampling: int = 2) -> torch.Tensor:
+    """Gridding, the naive reconstruction: root-sum-of-squares of `grid_coils`, (..., N, N)."""
+    from mribundles.physics.coils import rss
+
+    return rss(grid_coils(kspace, trajectory, oversampling))
+
+
+def radial_sensitivities(kspace: torch.Tensor, trajectory: torch.Tensor, oversampling: int = 2,
+                         calib_radius: float = 12.0) -> torch.Tensor:
+    """Coil sensitivities (..., coil, N, N) from the centre of radial k-space: the
+    low-resolution coil images of `grid_coils` divided by their root-sum-of-squares."""
+    from mribundles.physics.coils import rss
+
+    low_res = grid_coils(kspace, trajectory, oversampling, calib_radius)
+    return low_res / rss(low_res).unsqueeze(-3).clamp_min(1e-12)
+
+
 def simulate_radial_kspace(
     image: torch.Tensor,
     trajectory: torch.Tensor,
@@ -169,13 +188,8 @@ def simulate_radial_kspace(
     Returns:
         kspace: complex64 (coil, K). sens_maps: complex64 (coil, H, W).
     """
-    from mribundles.physics.simulate import add_noise, coil_sensitivities, smooth_phase
+    from mribundles.physics.simulate import add_noise, phased_image_and_coils
 
-    if image.ndim != 2 or image.is_complex():
-        raise ValueError(f"expected a real (H, W) image, got {tuple(image.shape)} {image.dtype}")
-    generator = torch.Generator().manual_seed(seed)
-    shape = tuple(image.shape)
-    sens_maps = coil_sensitivities(num_coils, shape)
-    complex_image = image.to(torch.float32) * smooth_phase(shape, generator)
+    complex_image, sens_maps, generator = phased_image_and_coils(image, num_coils, seed)
     kspace = RadialMultiCoilOperator(sens_maps, trajectory).forward(complex_image)
     return add_noise(kspace, snr_db, generator), sens_maps

@@ -73,13 +73,19 @@ def simulate_multicoil_kspace(
         kspace: complex64 (coil, H, W), centred, unitary FFT scaling.
         sens_maps: complex64 (coil, H, W), the sensitivities used.
     """
+    complex_image, sens_maps, generator = phased_image_and_coils(image, num_coils, seed)
+    return add_noise(sens_expand(complex_image, sens_maps), snr_db, generator), sens_maps
+
+
+def phased_image_and_coils(image: torch.Tensor, num_coils: int, seed: int):
+    """What every simulator starts from: the real (H, W) ``image`` with a smooth phase, the
+    ``num_coils`` sensitivities (coil, H, W), and the generator (seeded by ``seed``) that drew
+    the phase and then draws the noise."""
     if image.ndim != 2 or image.is_complex():
         raise ValueError(f"expected a real (H, W) image, got {tuple(image.shape)} {image.dtype}")
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(image.shape)
-    sens_maps = coil_sensitivities(num_coils, shape)
-    complex_image = image.to(torch.float32) * smooth_phase(shape, generator)
-    return add_noise(sens_expand(complex_image, sens_maps), snr_db, generator), sens_maps
+    return image.to(torch.float32) * smooth_phase(shape, generator), coil_sensitivities(num_coils, shape), generator
 
 
 def add_noise(kspace: torch.Tensor, snr_db: float | None, generator: torch.Generator) -> torch.Tensor:

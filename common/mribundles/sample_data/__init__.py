@@ -104,11 +104,10 @@ def radial_kspace_demo(cache_dir: str | None = None, spokes: int = 64, num_coils
         return str(out)
     volume = np.asarray(nib.load(path("mni152_2009a_t1.nii.gz")).dataobj, dtype=np.float32) / 255.0
     planes = [60, 75, 90]
-    images = np.zeros((len(planes), size, size), np.float32)
-    for i, z in enumerate(planes):
-        plane = volume[:, :, z].T  # rows along y, as the Cartesian demos
-        top, left = (size - plane.shape[0]) // 2, (size - plane.shape[1]) // 2
-        images[i, top:top + plane.shape[0], left:left + plane.shape[1]] = plane
+    from monai.transforms import SpatialPad
+
+    # rows along y, as the Cartesian demos; zero-padded about the centre to a square
+    images = SpatialPad((size, size))(np.stack([volume[:, :, z].T for z in planes])).numpy()
     trajectory = golden_angle_trajectory(spokes, 2 * size)
     kspace = torch.stack([simulate_radial_kspace(torch.from_numpy(im), trajectory, num_coils, seed=z)[0]
                           for im, z in zip(images, planes)])

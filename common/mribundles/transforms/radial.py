@@ -17,8 +17,7 @@ from monai.transforms import MapTransform
 
 from mribundles.errors import InvalidInputError
 from mribundles.io.radial import read_radial_slice
-from mribundles.physics.coils import rss
-from mribundles.physics.radial import grid_coils
+from mribundles.physics.radial import grid_rss
 
 __all__ = ["GridRadiald", "LoadRadialKspaced", "SelectSpokesd"]
 
@@ -77,6 +76,5 @@ class GridRadiald(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            coil_images = grid_coils(d[key], d[self.trajectory_key], self.oversampling)
-            d[self.output_key] = rss(coil_images, dim=0)[None]
+            d[self.output_key] = grid_rss(d[key], d[self.trajectory_key], self.oversampling)[None]
         return d
