@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mribundles.engines import PrepareBatchKeys
-from mribundles.networks import ImageUnet, NormUnet, Unet, VarNet
+from mribundles.networks import ImageUnet, NormUnet, RecurrentVarNet, Unet, VarNet
 from mribundles.networks.complex_channels import channels_to_complex, complex_to_channels
 from mribundles.physics import make_mask
 
@@ -37,8 +37,13 @@ def _seeded():
     torch.manual_seed(0)
 
 
-def _varnet() -> VarNet:
-    return VarNet(num_cascades=2, chans=4, pools=2, sens_chans=2, sens_pools=2).eval()
+# The unrolled k-space networks share their contract (shapes, masks, scale, coils): each test
+# of it runs on both.
+UNROLLED = {
+    "varnet": lambda: VarNet(num_cascades=2, chans=4, pools=2, sens_chans=2, sens_pools=2).eval(),
+    "rvn": lambda: RecurrentVarNet(num_steps=2, hidden_chans=4, num_layers=2, sens_chans=2, sens_pools=2).eval(),
+}
+unrolled = pytest.mark.parametrize("network", list(UNROLLED))
 
 
 def test_unet_shape():
@@ -87,8 +92,9 @@ def _masked(coils: int, shape=(24, 20), kind: str = "random1d", batch: int = 1, 
 
 @pytest.mark.parametrize("coils", [4, 12])
 @pytest.mark.parametrize("kind", ["random1d", "poisson2d"])
-def test_varnet_shapes(coils, kind):
-    net = _varnet()
+@unrolled
+def test_unrolled_shapes(network, coils, kind):
+    net = UNROLLED[network]()
     kspace, mask = _masked(coils, kind=kind, batch=2)
     with torch.inference_mode():
         out = net(kspace, mask)  # a (ky, kx) mask shared by the batch
@@ -98,8 +104,9 @@ def test_varnet_shapes(coils, kind):
     torch.testing.assert_close(out, out_batched, rtol=0, atol=0)
 
 
-def test_varnet_odd_size_and_float_mask():
-    net = _varnet()
+@unrolled
+def test_unrolled_odd_size_and_float_mask(network):
+    net = UNROLLED[network]()
     kspace, mask = _masked(3, shape=(25, 19))
     with torch.inference_mode():
         out = net(kspace, mask.float())
@@ -107,21 +114,54 @@ def test_varnet_odd_size_and_float_mask():
     assert out.shape == (1, 1, 25, 19)
 
 
-def test_varnet_scale_equivariant():
-    net = _varnet()
+@unrolled
+def test_unrolled_scale_equivariant(network):
+    net = UNROLLED[network]()
     kspace, mask = _masked(4)
     with torch.inference_mode():
         y, y_scaled = net(kspace, mask), net(1e3 * kspace, mask)
     assert _rel(y_scaled, 1e3 * y) < 1e-4
 
 
-def test_varnet_coils_are_a_set():
+@unrolled
+def test_unrolled_coils_are_a_set(network):
     """Sensitivities and cascades treat coils alike: permuting coils leaves the image unchanged."""
-    net = _varnet()
+    net = UNROLLED[network]()
     kspace, mask = _masked(5)
     perm = torch.tensor([3, 0, 4, 1, 2])
     with torch.inference_mode():
         torch.testing.assert_close(net(kspace[:, perm], mask), net(kspace, mask), rtol=1e-4, atol=1e-6)
+
+
+def test_rvn_without_regulariser_returns_the_zero_filled_image():
+    """With every regulariser's head at zero and unit data-consistency weights each step keeps
+    the measured samples and adds nothing: the output is the zero-filled RSS, on its scale."""
+    from mribundles.physics import rss
+    from mribundles.physics.fft import ifft2c
+
+    net = UNROLLED["rvn"]()
+    for step in net.steps:
+        torch.nn.init.zeros_(step.regulariser.head.weight)
+        torch.nn.init.zeros_(step.regulariser.head.bias)
+    kspace, mask = _masked(4)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(1e3 * kspace, mask), rss(ifft2c(1e3 * kspace)).unsqueeze(1), rtol=1e-5, atol=1e-3)
+
+
+def test_rvn_hidden_state_carries_across_steps():
+    """The recurrence is real: the last step's update depends on the initialiser (through the
+    hidden state), and training reaches the data-consistency weights of every step after the
+    first (which starts on the measured samples, so its data term is zero)."""
+    net = UNROLLED["rvn"]().train()
+    kspace, mask = _masked(3)
+    net(kspace, mask).sum().backward()
+    assert net.initialiser.heads[0].weight.grad.abs().sum() > 0
+    assert all(step.dc_weight.grad is not None and step.dc_weight.grad.abs() > 0 for step in net.steps[1:])
+    with torch.inference_mode():
+        before = net.eval()(kspace, mask)
+        torch.nn.init.zeros_(net.initialiser.heads[1].weight)  # the second layer's first hidden state
+        torch.nn.init.zeros_(net.initialiser.heads[1].bias)
+        assert _rel(net(kspace, mask), before) > 1e-4
 
 
 def test_prepare_batch_keys():
