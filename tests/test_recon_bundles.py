@@ -21,7 +21,7 @@ from bundle_checks import (
     check_weights,
 )
 
-RECON_BUNDLES = ["brain_mri_recon_varnet", "brain_mri_recon_unet"]
+RECON_BUNDLES = ["brain_mri_recon_varnet", "brain_mri_recon_rvn", "brain_mri_recon_unet"]
 BUNDLES = [pytest.param(REPO / "bundles" / name, id=name) for name in RECON_BUNDLES]
 
 
