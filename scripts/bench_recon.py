@@ -1,27 +1,47 @@
 #!/usr/bin/env python
-"""Time the VarNet bundle's network against fastMRI's reference `VarNet` on one 8-coil slice.
+"""The collection's reconstruction benchmark: quality and seconds per slice of every bundle, and
+the VarNet bundle's speed against fastMRI's.
 
-The network under test is built from `bundles/brain_mri_recon_varnet/configs/inference.json`'s
-`network_def` with `monai.bundle.ConfigParser`, so the benchmark follows the bundle; the
-reference is `fastmri.models.VarNet` with the same num_cascades, chans, pools, sens_chans and
-sens_pools. Both get the same 320x320 slice: the shipped real T1 slice (voxelmorph), resized
-to 320 columns and zero-padded to 320 rows, 8-coil k-space SIMULATED from it
-(`mribundles.physics.simulate`), undersampled by a 4x random column mask. fastMRI gets it in its
-own layout: stacked real/imaginary last dimension, a (1, 1, 1, kx, 1) column mask and the
-number of central low frequencies.
+``quality``: every reconstruction bundle against zero-filling (radial: gridding) and the tuned
+L1-wavelet CS baseline, through `mribundles.evaluation.evaluate_recon`, so all methods of a
+setting see exactly the same samples:
 
-Both models run in eval mode under `torch.inference_mode` with the same thread count; after a
-warm-up the runs are interleaved (ours, fastMRI, fastMRI, ours, ...) so that load drifting on
-the machine hits both alike, and the median of `--repeats` runs is reported. The target is
-ratio (ours / fastMRI) <= 1.0.
+- data **simulated**: the validation patient of `scripts/make_recon_dataset.py` (pyradiomics
+  brain2, 23 slices, never trained on); its k-space is SIMULATED from real images. Cartesian:
+  1D random 4x and 8x (centre 0.32/R) and 2D Poisson 8x; radial (bundles with a ``sampling``
+  switch): the first 64 and 32 golden-angle spokes.
+- data **phantom**: REAL raw k-space, the pulseq 32-coil GRE phantom shipped in
+  `mribundles.sample_data` (one 64x64 slice), retrospectively undersampled by the same masks.
 
-    python scripts/bench_recon.py                       # the bundle's sizes
-    python scripts/bench_recon.py --cascades 12 --chans 18 --sens-chans 8   # fastMRI's defaults
+NMSE/PSNR/SSIM as fastMRI's `evaluate.py` (whole volume). It writes a Markdown table
+(``bench_recon.md``) and per setting a PNG of the middle slice (reference, zero-filled or
+gridding, each bundle, CS, and their error maps) under ``--out``, prints the table, and checks
+the targets of the collection: every bundle beats zero-filling everywhere, beats CS in PSNR at
+every Cartesian setting (4x and 8x) on the simulated data and is faster than CS; the radial
+bundle beats gridding by 4 dB at 64 spokes. The rows are also written as ``bench_recon.json``.
+
+``speed``: the VarNet bundle's network (its `network_def`) against `fastmri.models.VarNet` with
+the same num_cascades, chans, pools, sens_chans and sens_pools, on the same 320x320 slice: the
+shipped real T1 slice (voxelmorph), resized to 320 columns and zero-padded to 320 rows, 8-coil
+k-space SIMULATED from it, undersampled by a 4x random column mask. fastMRI gets it in its own
+layout (stacked real/imaginary last dimension, a (1, 1, 1, kx, 1) column mask, the number of
+central low frequencies). Both run in eval mode under `torch.inference_mode` with the same
+thread count; after a warm-up the runs are interleaved (ours, fastMRI, fastMRI, ours, ...) so
+that load drifting on the machine hits both alike, and the median of ``--repeats`` runs is
+reported. The target is ratio (ours / fastMRI) <= 1.0.
+
+    python scripts/make_recon_dataset.py --data ../shared/data                                      # once
+    python scripts/make_recon_dataset.py --sampling radial --out data/generated/recon_brain_radial  # once
+    python scripts/bench_recon.py                       # quality, then speed, with their defaults
+    python scripts/bench_recon.py quality --data phantom --bundles brain_mri_recon_rvn
+    python scripts/bench_recon.py speed --cascades 12 --chans 18 --sens-chans 8   # fastMRI's sizes
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
@@ -33,16 +53,167 @@ from monai.bundle import ConfigParser
 from torch.nn import functional as F
 
 import mribundles
+from mribundles.evaluation import DEFAULT_CS_ITERS, evaluate_recon
 from mribundles.physics import calibration_size, make_mask, simulate_multicoil_kspace
 
 REPO = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------------------
+# quality
+
+CARTESIAN_BUNDLES = ["brain_mri_recon_varnet", "brain_mri_recon_rvn", "brain_mri_recon_unet", "brain_mri_recon_reconresnet"]
+RADIAL_BUNDLES = ["brain_mri_recon_reconresnet"]
+DATA = {
+    "simulated": {
+        "about": "validation patient pyradiomics brain2 (23 slices, never trained on), k-space SIMULATED from real images",
+        "cartesian": REPO / "data/generated/recon_brain/val/pyradiomics_brain2.h5",
+        "radial": REPO / "data/generated/recon_brain_radial/val/pyradiomics_brain2.h5",
+    },
+    "phantom": {
+        "about": "pulseq 32-coil GRE phantom (one 64x64 slice), REAL raw k-space, retrospectively undersampled",
+        "cartesian": mribundles.sample_data.path("pulseq_phantom_gre_32ch_ksp.npy"),
+        "radial": None,  # no raw radial k-space exists here
+    },
+}
+# (label, mask kind, acceleration); the fully sampled centre is evaluate_recon's 0.32/R
+CARTESIAN_SETTINGS = [("1D random 4x", "random1d", 4), ("1D random 8x", "random1d", 8), ("2D Poisson 8x", "poisson2d", 8)]
+RADIAL_SPOKES = [64, 32]
+NAIVE = ("zero-filled", "gridding")
+CS = "l1-wavelet"
+MIN_RADIAL_GAIN_DB = 4.0
+
+
+def quality_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
+    parser.add_argument("--bundles", nargs="+", default=None, help="default: every reconstruction bundle")
+    parser.add_argument("--seed", type=int, default=0, help="mask seed, the same for every method")
+    parser.add_argument("--cs-iters", type=int, default=DEFAULT_CS_ITERS, help="Cartesian L1-wavelet iterations")
+    parser.add_argument("--radial-cs-iters", type=int, default=50,
+                        help="radial L1-wavelet iterations (each is a NUFFT pair: 10 s per slice at 50)")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_recon")
+
+
+def settings(data: list[str], bundles: list[str] | None) -> list[dict]:
+    """Every (data, sampling) to run, with its file, evaluate_recon arguments and bundles."""
+    runs = []
+    for name in data:
+        files = DATA[name]
+        cartesian = [b for b in CARTESIAN_BUNDLES if bundles is None or b in bundles]
+        radial = [b for b in RADIAL_BUNDLES if bundles is None or b in bundles]
+        for label, kind, acceleration in CARTESIAN_SETTINGS if cartesian else []:
+            runs.append({"data": name, "sampling": label, "file": files["cartesian"], "bundles": cartesian,
+                         "kwargs": {"mask": kind, "acceleration": acceleration}})
+        for spokes in RADIAL_SPOKES if radial and files["radial"] is not None else []:
+            runs.append({"data": name, "sampling": f"radial {spokes} spokes", "file": files["radial"], "bundles": radial,
+                         "kwargs": {"spokes": spokes}})
+    return runs
+
+
+def run_setting(setting: dict, args: argparse.Namespace) -> tuple[dict, dict]:
+    """One setting, every bundle -> ({method: metrics}, {panel title: middle-slice image}).
+
+    The baselines run with the first bundle only: every bundle sees the same samples."""
+    cs_iters = args.radial_cs_iters if "spokes" in setting["kwargs"] else args.cs_iters
+    methods, volumes = {}, {}
+    for index, bundle in enumerate(setting["bundles"]):
+        result = evaluate_recon(REPO / "bundles" / bundle, setting["file"], seed=args.seed, cs_iters=cs_iters,
+                                baselines=index == 0, keep_images=True, **setting["kwargs"])
+        methods.update(result["methods"])
+        volumes.update(result["images"])
+    # Table and figure order: the naive baseline, the bundles, CS.
+    order = [m for m in methods if m in NAIVE] + [m for m in methods if m not in NAIVE and m != CS] + [CS]
+    middle = volumes["reference"].shape[0] // 2
+    panels = {"fully sampled": volumes["reference"][middle], **{m: volumes[m][middle] for m in order}}
+    return {m: methods[m] for m in order}, panels
+
+
+def target_checks(rows: list[dict]) -> list[str]:
+    """The collection's targets, each as one line saying met or NOT met, with its numbers."""
+    lines = []
+    by_setting: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        by_setting.setdefault((row["data"], row["sampling"]), {})[row["method"]] = row
+    for (data, sampling), methods in by_setting.items():
+        naive = next(methods[m] for m in NAIVE if m in methods)
+        cs = methods[CS]
+        for name, row in methods.items():
+            if name in NAIVE or name == CS:
+                continue
+            where = f"{name}, {data}, {sampling}"
+            gain = row["psnr"] - naive["psnr"]
+            needed = MIN_RADIAL_GAIN_DB if data == "simulated" and sampling == "radial 64 spokes" else 0.0
+            by = f" by at least {needed:g} dB" if needed else ""
+            lines.append(f"{'met' if gain > needed else 'NOT met'}: beats {naive['method']} in PSNR{by} ({where}: {gain:+.2f} dB)")
+            if data == "simulated" and not sampling.startswith("radial"):  # every Cartesian 4x and 8x
+                lines.append(f"{'met' if row['psnr'] > cs['psnr'] else 'NOT met'}: beats {CS} in PSNR "
+                             f"({where}: {row['psnr'] - cs['psnr']:+.2f} dB)")
+            faster = row["seconds_per_slice"] < cs["seconds_per_slice"]
+            lines.append(f"{'met' if faster else 'NOT met'}: faster than {CS} "
+                         f"({where}: {row['seconds_per_slice']:.3f} s against {cs['seconds_per_slice']:.3f} s per slice)")
+    return lines
+
+
+def quality(args: argparse.Namespace) -> int:
+    from mribundles.handlers import save_comparison_png
+    from mribundles.io.atomic import atomic_path
+
+    runs = settings(args.data, args.bundles)
+    missing = sorted({str(run["file"]) for run in runs if not Path(run["file"]).is_file()})
+    if missing:
+        print(f"missing data file: {missing[0]} (build it with scripts/make_recon_dataset.py, see --help)", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"no reconstruction bundle among {args.bundles}", file=sys.stderr)
+        return 2
+    header = [
+        "# Reconstruction benchmark",
+        "",
+        *(f"- **{name}**: {DATA[name]['about']}" for name in args.data),
+        f"- masks seed {args.seed}, fully sampled centre 0.32/R; L1-wavelet: {args.cs_iters} iterations "
+        f"(radial {args.radial_cs_iters}), tuned λ; NMSE/PSNR/SSIM as fastMRI's evaluate.py (whole volume)",
+        f"- seconds per slice on this machine: {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; all methods of a setting in the same run",
+        "",
+        "| data | sampling | method | NMSE | PSNR (dB) | SSIM | s/slice |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(header), flush=True)
+    rows, figures = [], []
+    for run in runs:
+        methods, panels = run_setting(run, args)
+        slug = f"{run['data']}_{run['sampling'].lower().replace(' ', '_')}"
+        figures.append(args.out / f"{slug}.png")
+        save_comparison_png(str(figures[-1]), panels, error_maps=True)
+        for method, m in methods.items():
+            rows.append({"data": run["data"], "sampling": run["sampling"], "method": method, **m})
+            print(f"| {run['data']} | {run['sampling']} | {method} | {m['nmse']:.4f} | {m['psnr']:.2f} | "
+                  f"{m['ssim']:.4f} | {m['seconds_per_slice']:.3f} |", flush=True)
+    table = [f"| {r['data']} | {r['sampling']} | {r['method']} | {r['nmse']:.4f} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+             f"{r['seconds_per_slice']:.3f} |" for r in rows]
+    checks = target_checks(rows)
+    report = header + table + ["", "## Targets", "", *(f"- {line}" for line in checks), "",
+                               "Figures: " + ", ".join(f"`{f.name}`" for f in figures), ""]
+    with atomic_path(args.out / "bench_recon.md") as tmp:
+        tmp.write_text("\n".join(report))
+    per_slice_dropped = [{k: v for k, v in row.items() if k != "per_slice"} for row in rows]
+    with atomic_path(args.out / "bench_recon.json") as tmp:
+        tmp.write_text(json.dumps({"data": {name: DATA[name]["about"] for name in args.data}, "seed": args.seed,
+                                   "cs_iters": args.cs_iters, "radial_cs_iters": args.radial_cs_iters,
+                                   "rows": per_slice_dropped}, indent=2) + "\n")
+    print("\ntargets:\n" + "\n".join(checks))
+    print(f"\nwritten: {args.out / 'bench_recon.md'}, bench_recon.json and {len(figures)} figures in {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# speed
+
 CONFIG = REPO / "bundles/brain_mri_recon_varnet/configs/inference.json"
 SIZE = 320
 SIZE_OPTIONS = {"cascades": "num_cascades", "chans": "chans", "pools": "pools", "sens_chans": "sens_chans", "sens_pools": "sens_pools"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG, help="bundle config holding network_def")
     for option in SIZE_OPTIONS:
         parser.add_argument(f"--{option.replace('_', '-')}", type=int, default=None, help="override the bundle's value")
@@ -53,7 +224,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--acceleration", type=float, default=4.0)
     parser.add_argument("--center-fraction", type=float, default=0.08)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
 
 
 def bundle_network(config: Path, overrides: dict[str, int]) -> tuple[torch.nn.Module, dict[str, int]]:
@@ -95,8 +265,7 @@ def timed(model: torch.nn.Module, args: tuple) -> tuple[float, torch.Tensor]:
         return time.perf_counter() - start, out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def speed(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     try:
@@ -151,6 +320,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"output shapes agree (ours (B,1,ky,kx) vs fastMRI (B,ky,kx)): {'yes' if same_shape else 'NO'}")
     print(f"verdict: {'PASS' if ratio <= 1.0 else 'FAIL'} (target ratio <= 1.0)")
     return 0 if same_shape else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parts = parser.add_subparsers(dest="part", metavar="{quality,speed}", help="default: quality, then speed")
+    for name, add_arguments, help_text in (("quality", quality_arguments, "every bundle against the baselines"),
+                                          ("speed", speed_arguments, "the VarNet bundle against fastMRI's VarNet")):
+        add_arguments(parts.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    if args.part is not None:
+        return {"quality": quality, "speed": speed}[args.part](args)
+    status = quality(parser.parse_args(["quality"]))
+    print()
+    return status or speed(parser.parse_args(["speed"]))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_evaluate_recon_metrics(bundle, kspace_files, kspace_volume):
-    result = evaluate_recon(bundle, kspace_files[".h5"], mask="random1d", acceleration=4, seed=3, cs_iters=CS_ITERS)
+    result = evaluate_recon(bundle, kspace_files[".h5"], mask="random1d", acceleration=4, seed=3, cs_iters=CS_ITERS,
+                            keep_images=True)
     assert result["num_slices"] == 2
     assert result["settings"]["center_fraction"] == pytest.approx(0.08)
     assert tuple(result["methods"]) == METHODS
@@ -85,6 +86,11 @@ def test_evaluate_recon_metrics(bundle, kspace_files, kspace_volume):
     mask = make_mask("random1d", kspace_volume.shape[-2:], 4, 0.08, 3)
     target, zero_filled = rss(ifft2c(kspace_volume)), rss(ifft2c(kspace_volume * mask))
     assert result["methods"]["zero-filled"]["nmse"] == pytest.approx(nmse(target, zero_filled), abs=1e-6)
+    # the kept volumes are the ones scored
+    assert tuple(result["images"]) == ("reference", *METHODS)
+    torch.testing.assert_close(result["images"]["reference"], target, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(result["images"]["zero-filled"], zero_filled, rtol=1e-5, atol=1e-6)
+    assert nmse(target, result["images"]["l1-wavelet"]) == pytest.approx(result["methods"]["l1-wavelet"]["nmse"])
 
     # CS at 4x beats zero-filling: SSIM 0.70 against 0.63 with this seed and 30 iterations,
     # margins of 0.07-0.16 over seeds 0-5 of random1d and equispaced1d masks

@@ -138,6 +138,7 @@ def evaluate_recon(
     baselines: bool = True,
     figure: str | os.PathLike | None = None,
     spokes: int = 64,
+    keep_images: bool = False,
 ) -> dict:
     """Reconstruct every slice of a fully sampled k-space file three ways and score them.
 
@@ -159,6 +160,8 @@ def evaluate_recon(
             method's error map below it.
         spokes: a radial file's golden-angle spokes to keep (``mask``, ``acceleration`` and
             ``center_fraction`` are then unused).
+        keep_images: also return the volumes, under "images": {"reference": (slice, H, W),
+            <method>: (slice, H, W)}, on the CPU (for figures that combine several calls).
 
     Returns:
         {"data_file", "bundle", "num_slices", "settings": {...},
@@ -166,6 +169,7 @@ def evaluate_recon(
                             "per_slice": {"nmse", "psnr", "ssim"}}}} with the methods
         <bundle name>, "zero-filled" (radial: "gridding") and "l1-wavelet", in that order.
         Per-slice figures use the volume's maximum, like the volume-level ones.
+        With ``keep_images``, also "images" (above).
 
     Raises:
         InvalidInputError: bad file (missing, corrupt, NaN, prospectively undersampled), bad
@@ -239,7 +243,7 @@ def evaluate_recon(
         middle = len(items) // 2
         panels = {m: images[m][middle].cpu() for m in methods}
         save_comparison_png(str(figure), {"fully sampled": target[middle].cpu(), **panels}, error_maps=True)
-    return {
+    result = {
         "data_file": str(kspace_file),
         "bundle": name,
         "bundle_dir": str(bundle_dir),
@@ -247,3 +251,6 @@ def evaluate_recon(
         "settings": settings,
         "methods": results,
     }
+    if keep_images:
+        result["images"] = {"reference": target.cpu(), **{m: torch.stack(images[m]).cpu() for m in methods}}
+    return result
