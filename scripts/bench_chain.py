@@ -85,7 +85,7 @@ def cli_seconds(kspace: str, recon_bundle: str, out: Path, device: str) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kspace", default=None, help="multi-slice k-space (default: the chain's demo input)")
-    parser.add_argument("--recon-bundle", default="brain_mri_recon_varnet")
+    parser.add_argument("--recon-bundle", default="brain_mri_recon_rvn")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-cli", action="store_true")
