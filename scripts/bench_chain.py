@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from mribundles.chains import ReconSegChain, ReconStage, SegStage, kspace_affine
+from mribundles.chains.budget import chain_settings
 from mribundles.handlers.seg_overlay import save_overlay_png
 from mribundles.io.images import write_image
 from mribundles.io.kspace import kspace_shape
@@ -39,6 +40,7 @@ from mribundles.sample_data import multislice_kspace_demo
 from mribundles.transforms import LoadVolumed
 
 REPO = Path(__file__).resolve().parents[1]
+CHAIN = REPO / "bundles/brain_mri_recon_seg"
 
 
 def _sync(device: torch.device) -> None:
@@ -61,7 +63,7 @@ def run_files(recon: ReconStage, seg: SegStage, kspace: str, affine: torch.Tenso
     save_overlay_png(out / "overview.png", net_image[0].cpu().float(), net_labels[0].cpu(), seg.class_names)
 
 
-def cli_seconds(kspace: str, recon_bundle: str, out: Path, device: str) -> tuple[float, float]:
+def cli_seconds(kspace: str, recon_bundle: str, seg_bundle: str, out: Path, device: str) -> tuple[float, float]:
     """(chain, two bundles) wall-clock seconds from the command line, one run each."""
     def run(config: Path, *args: str) -> float:
         start = time.perf_counter()
@@ -72,12 +74,12 @@ def cli_seconds(kspace: str, recon_bundle: str, out: Path, device: str) -> tuple
     # The recon bundle alone writes its NIfTI without the acquisition's affine (it sees slices, not
     # a volume), so the seg bundle segments that file on an assumed 1 mm grid: the timing compares
     # what users run today, not identical grids.
-    chain = run(REPO / "bundles/brain_mri_recon_seg/configs/inference.json", "--kspace_file", kspace,
+    chain = run(CHAIN / "configs/inference.json", "--kspace_file", kspace,
                 "--recon_bundle", recon_bundle, "--output_dir", str(out / "chain"))
     recon = run(REPO / f"bundles/{recon_bundle}/configs/inference.json", "--kspace_file", kspace, "--mask", "random1d",
                 "--output_dir", str(out / "recon"))
     recon_nifti = next((out / "recon").glob("*_recon.nii.gz"))
-    seg = run(REPO / "bundles/brain_mri_tissue_seg/configs/inference.json", "--image_file", str(recon_nifti),
+    seg = run(REPO / f"bundles/{seg_bundle}/configs/inference.json", "--image_file", str(recon_nifti),
               "--output_dir", str(out / "seg"))
     return chain, recon + seg
 
@@ -85,7 +87,8 @@ def cli_seconds(kspace: str, recon_bundle: str, out: Path, device: str) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kspace", default=None, help="multi-slice k-space (default: the chain's demo input)")
-    parser.add_argument("--recon-bundle", default="brain_mri_recon_rvn")
+    settings = chain_settings(CHAIN)
+    parser.add_argument("--recon-bundle", default=settings["recon_bundle"], help="default: the chain's own")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-cli", action="store_true")
@@ -95,7 +98,7 @@ def main() -> None:
     affine = kspace_affine(kspace)
 
     recon = ReconStage(args.recon_bundle, device, mask="random1d", acceleration=4, center_fraction=0.08, seed=0)
-    seg = SegStage("brain_mri_tissue_seg", device)
+    seg = SegStage(settings["seg_bundle"], device)
     chain = ReconSegChain(recon, seg, ".")
     times = {"chain": [], "files": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,11 +114,11 @@ def main() -> None:
                 ways[name]()
                 _sync(device)
                 times[name].append(time.perf_counter() - start)
-        cli = None if args.skip_cli else cli_seconds(kspace, args.recon_bundle, tmp / "cli", args.device)
+        cli = None if args.skip_cli else cli_seconds(kspace, args.recon_bundle, settings["seg_bundle"], tmp / "cli", args.device)
 
     chain_s, files_s = statistics.median(times["chain"]), statistics.median(times["files"])
     slices = kspace_shape(kspace)[0]
-    print(f"data: {kspace} ({slices} slices), {args.recon_bundle} -> brain_mri_tissue_seg, device {device}, "
+    print(f"data: {kspace} ({slices} slices), {args.recon_bundle} -> {settings['seg_bundle']}, device {device}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"in process, median of {args.repeats}: chain {chain_s:.2f} s, files {files_s:.2f} s, "
           f"ratio files/chain {files_s / chain_s:.3f}; {1 / chain_s:.3f} volumes/s in the chain")

@@ -23,10 +23,10 @@ from monai.data import MetaTensor
 from mribundles.chains.recon_seg import kspace_affine
 from mribundles.chains.stages import ReconStage, SegStage, find_bundle
 
-__all__ = ["acceleration_budget", "format_budget_table", "plot_budget"]
+__all__ = ["acceleration_budget", "chain_settings", "format_budget_table", "plot_budget"]
 
 
-def _chain_settings(chain_bundle: Path) -> dict:
+def chain_settings(chain_bundle: Path) -> dict:
     """The chain's stage bundles and geometry, read from its own inference.json."""
     config = json.loads((chain_bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
     return {"recon_bundle": config["recon_bundle"], "seg_bundle": config["seg_bundle"], "voxel_size": config["voxel_size"]}
@@ -72,7 +72,7 @@ def acceleration_budget(
     from mribundles.metrics import psnr, ssim
 
     chain_dir = find_bundle(chain)
-    settings = _chain_settings(chain_dir)
+    settings = chain_settings(chain_dir)
     recon_name = recon_bundle or settings["recon_bundle"]
     torch_device = torch.device(device)
     seg = SegStage(settings["seg_bundle"], torch_device)
