@@ -174,7 +174,8 @@ def batch_size_for(free_bytes: int, bytes_per_slice: int, share: float = 0.5, li
 @dataclass
 class SegStage:
     """Segmentation of an in-memory volume with a segmentation bundle's preprocessing (minus its
-    file loader), inferer and network; labels are mapped back onto the input volume's grid."""
+    file loader), inferer, network and postprocessing (minus its writer): argmax, labels cleared
+    where the image has no tissue, and the labels mapped back onto the input volume's grid."""
 
     bundle: str | os.PathLike
     device: torch.device
@@ -182,26 +183,25 @@ class SegStage:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
+        from monai.transforms import SaveImaged
+
         from mribundles.transforms import LoadVolumed
 
         parser = _open_bundle(self)
         self.preprocessing = _without(parser.get_parsed_content("preprocessing").transforms, LoadVolumed)
+        self.postprocessing = _without(parser.get_parsed_content("postprocessing").transforms, SaveImaged)
         self.inferer = parser.get_parsed_content("inferer")
         self.class_names = parser.get_parsed_content("class_names")
 
     def __call__(self, volume: MetaTensor) -> tuple[MetaTensor, MetaTensor]:
         """(labels on the input grid, (image, labels) on the network's grid for figures)."""
-        from monai.transforms import Invertd
-
         data = self.preprocessing({"image": volume})
+        image = data["image"]
         with torch.no_grad():
-            logits = self.inferer(data["image"][None], self.network)[0]
-        labels = logits.argmax(0, keepdim=True).to(torch.uint8)
-        net_grid = (data["image"], labels)
-        data["pred"] = MetaTensor(labels.float(), affine=data["image"].affine, meta=dict(data["image"].meta))
-        data["pred"].applied_operations = list(data["image"].applied_operations)
-        inverted = Invertd("pred", self.preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True)(data)["pred"]
-        return inverted.to(torch.uint8), net_grid
+            logits = self.inferer(image[None], self.network)[0]
+        data["pred"] = MetaTensor(logits, meta=dict(image.meta), applied_operations=list(image.applied_operations))
+        data = self.postprocessing(data)
+        return data["labels"].to(torch.uint8), (image, data["pred"].to(torch.uint8))
 
 
 @dataclass

@@ -19,7 +19,7 @@ from mribundles.transforms.superres import (
     ToHighResGridd,
     degradation_list,
 )
-from mribundles.transforms.volume import LoadVolumed, ZeroBackgroundd
+from mribundles.transforms.volume import LoadVolumed, ZeroBackgroundd, is_foreground
 
 __all__ = [
     "GridRadiald",
@@ -44,4 +44,5 @@ __all__ = [
     "ZeroBackgroundd",
     "ZeroFilld",
     "degradation_list",
+    "is_foreground",
 ]

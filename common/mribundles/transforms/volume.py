@@ -63,6 +63,13 @@ def _check_labels(labels: torch.Tensor, path: str) -> None:
         raise InvalidInputError("label map has non-integer values", path)
 
 
+def is_foreground(image: torch.Tensor) -> torch.Tensor:
+    """Where an image prepared by `ZeroBackgroundd` (and z-scored over its non-zero voxels) has
+    tissue: every voxel it did not zero. The ``select_fn`` that makes ``MaskIntensityd`` clear
+    labels predicted in the background, where nothing was imaged."""
+    return image != 0
+
+
 class ZeroBackgroundd(MapTransform):
     """Set voxels darker than ``fraction`` of the image's 99th percentile to exactly zero.
 
