@@ -95,11 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     kspace = args.kspace or multislice_kspace_demo()
-    affine = kspace_affine(kspace)
+    affine = kspace_affine(kspace, settings["voxel_size"])
 
     recon = ReconStage(args.recon_bundle, device, mask="random1d", acceleration=4, center_fraction=0.08, seed=0)
     seg = SegStage(settings["seg_bundle"], device)
-    chain = ReconSegChain(recon, seg, ".")
+    chain = ReconSegChain(recon, seg, ".", settings["voxel_size"])
     times = {"chain": [], "files": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
