@@ -175,7 +175,11 @@ def batch_size_for(free_bytes: int, bytes_per_slice: int, share: float = 0.5, li
 class SegStage:
     """Segmentation of an in-memory volume with a segmentation bundle's preprocessing (minus its
     file loader), inferer, network and postprocessing (minus its writer): argmax, labels cleared
-    where the image has no tissue, and the labels mapped back onto the input volume's grid."""
+    where the image has no tissue, and the labels mapped back onto the input volume's grid.
+
+    The postprocessing is the contract with the bundle: it takes ``pred``, the logits on the
+    network's grid, and leaves the labels there in ``pred`` and on the input's grid in ``labels``.
+    """
 
     bundle: str | os.PathLike
     device: torch.device
