@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,17 @@ from mribundles.physics.simulate import simulate_multicoil_kspace
 from mribundles.sample_data import path as sample_path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, split the cores between the workers, and the bundle runs they start,
+    instead of letting every worker's torch use them all: on 2 cores two workers of two threads
+    each spend their time waiting for each other."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by subprocesses
 
 
 def write_simulated_volume(path: Path, images: np.ndarray, num_coils: int = 4, seed: int = 0) -> torch.Tensor:
