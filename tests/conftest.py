@@ -63,3 +63,13 @@ def tiny_recon_dataset(tmp_path_factory) -> Path:
     write_simulated_volume(root / "train" / "subject_a.h5", slices[:2], seed=0)
     write_simulated_volume(root / "val" / "subject_b.h5", slices[2:], seed=100)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_root(tmp_path_factory) -> Path:
+    """A training data engine folder (``../shared/data``'s layout) holding only the shipped real
+    whole-head label map."""
+    root = tmp_path_factory.mktemp("synth_data")
+    (root / "labels" / "synthseg").mkdir(parents=True)
+    (root / "labels" / "synthseg" / "training_seg_01.nii.gz").symlink_to(sample_path("synthseg_training_seg_01.nii.gz"))
+    return root

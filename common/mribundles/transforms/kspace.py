@@ -119,6 +119,37 @@ class UndersampleKspaced(Randomizable, MapTransform):
         return d
 
 
+class RandUndersampleKspaced(UndersampleKspaced):
+    """Undersample with a mask drawn per call from a mixture: its kind from ``kinds`` (with
+    ``weights``), its acceleration uniform in ``accelerations``, its centre fraction from
+    ``center_fractions`` (1D kinds keep only fractions below 1 / acceleration, so that lines are
+    left to draw outside the centre). Training sees every sampling a site may use, rather than
+    a few fixed ones."""
+
+    def __init__(
+        self,
+        keys: KeysCollection = "kspace",
+        mask_key: str = "mask",
+        kinds: Sequence[str] = ("random1d", "equispaced1d", "poisson2d"),
+        weights: Sequence[float] | None = None,
+        accelerations: tuple[float, float] = (2.0, 12.0),
+        center_fractions: Sequence[float] = (0.04, 0.06, 0.08, 0.12),
+    ):
+        super().__init__(keys, mask_key, kind=kinds[0])
+        unknown = [k for k in kinds if k not in DRAWN_MASK_KINDS]
+        if unknown:
+            raise InvalidInputError(f"unknown mask kinds {unknown}; choose from {', '.join(DRAWN_MASK_KINDS)}")
+        self.kinds, self.accelerations, self.center_fractions = tuple(kinds), tuple(accelerations), tuple(center_fractions)
+        self.weights = None if weights is None else [w / sum(weights) for w in weights]
+
+    def randomize(self, data: object = None) -> None:
+        self.kind = self.kinds[int(self.R.choice(len(self.kinds), p=self.weights))]
+        self.acceleration = float(self.R.uniform(*self.accelerations))
+        fractions = [f for f in self.center_fractions if self.kind not in ("random1d", "equispaced1d") or f < 0.9 / self.acceleration]
+        self.center_fraction = float(self.R.choice(fractions or [min(self.center_fractions)]))
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+
 class ZeroFilld(RSSImaged):
     """RSS image of the undersampled k-space with zeros where not sampled: the naive
     reconstruction, and the input of image-domain networks."""
