@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mribundles.io.kspace import H5_SUFFIXES, kspace_shape
+from mribundles.io.twix import TWIX_SUFFIXES
 
-# One name per dataset: BART's .hdr stands beside its .cfl.
-_LISTED_SUFFIXES = {*H5_SUFFIXES, ".npy", ".cfl"}
+# One name per dataset: BART's .hdr stands beside its .cfl. ISMRMRD files are .h5 as well.
+_LISTED_SUFFIXES = {*H5_SUFFIXES, ".npy", ".cfl", *TWIX_SUFFIXES}
 
 
 def kspace_slices(files: str | os.PathLike | Sequence[str | os.PathLike], key: str = "kspace") -> list[dict]:

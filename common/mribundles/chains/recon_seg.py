@@ -29,24 +29,19 @@ __all__ = ["ReconSegChain", "check_compatible", "kspace_affine"]
 def kspace_affine(kspace_file: str | os.PathLike, voxel_size=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """The (column, row, slice) -> RAS mm affine of a multi-slice k-space file.
 
-    fastMRI HDF5 files written by this library may carry it as the ``affine`` attribute; other
-    files get a diagonal affine from ``voxel_size`` (in-plane column, row spacing, slice spacing).
+    The affine the file states (`io.kspace.stated_affine`: an ISMRMRD file's geometry, or the
+    ``affine`` attribute of fastMRI HDF5 files written by this library); other files get a
+    diagonal affine from ``voxel_size`` (in-plane column, row spacing, slice spacing).
     """
-    from mribundles.io.kspace import H5_SUFFIXES, kspace_shape
+    from mribundles.io.kspace import kspace_shape, stated_affine
 
     path = Path(kspace_file)
     shape = kspace_shape(path)  # refuses a missing, corrupt or truncated file, naming it
     if len(shape) != 4:
         raise InvalidInputError(f"expected multi-slice multi-coil k-space (slice, coil, ky, kx), got shape {tuple(shape)}", path)
-    if path.suffix.lower() in H5_SUFFIXES:
-        import h5py
-
-        with h5py.File(path, "r") as hf:
-            if "affine" in hf.attrs:
-                affine = np.asarray(hf.attrs["affine"], dtype=np.float64)
-                if affine.shape != (4, 4) or not np.isfinite(affine).all():
-                    raise InvalidInputError(f"attribute 'affine' must be a finite 4x4 matrix, got shape {affine.shape}", path)
-                return torch.as_tensor(affine)
+    affine = stated_affine(path)
+    if affine is not None:
+        return torch.as_tensor(affine)
     return torch.as_tensor(np.diag([*map(float, voxel_size), 1.0]))
 
 

@@ -1,5 +1,5 @@
-"""Readers and writers with validation: fastMRI HDF5, BART .cfl, .npy k-space; NIfTI, NRRD,
-MHA and DICOM images. Bad input raises ``mribundles.errors.InvalidInputError``; every writer
+"""Readers and writers with validation: fastMRI HDF5, ISMRMRD raw data, Siemens twix .dat,
+BART .cfl, .npy k-space; NIfTI, NRRD, MHA and DICOM images. Bad input raises ``mribundles.errors.InvalidInputError``; every writer
 writes atomically."""
 
 from mribundles.io.atomic import atomic_path
@@ -11,22 +11,41 @@ from mribundles.io.fastmri_h5 import (
     write_fastmri,
 )
 from mribundles.io.images import read_image, write_image
-from mribundles.io.kspace import kspace_shape, load_kspace, save_kspace
+from mribundles.io.ismrmrd import (
+    IsmrmrdKspace,
+    ismrmrd_affine,
+    noise_covariance,
+    prewhiten,
+    read_ismrmrd,
+    read_ismrmrd_noise,
+    write_ismrmrd,
+)
+from mribundles.io.kspace import kspace_shape, load_kspace, save_kspace, stated_affine
+from mribundles.io.twix import read_twix
 
 __all__ = [
     "AtomicNibabelWriter",
     "FastMRIVolume",
+    "IsmrmrdKspace",
     "atomic_path",
+    "ismrmrd_affine",
     "kspace_shape",
     "load_kspace",
     "minimal_ismrmrd_header",
+    "noise_covariance",
+    "prewhiten",
     "read_cfl",
     "read_fastmri",
     "read_image",
+    "read_ismrmrd",
+    "read_ismrmrd_noise",
+    "read_twix",
     "save_kspace",
+    "stated_affine",
     "write_cfl",
     "write_fastmri",
     "write_image",
+    "write_ismrmrd",
 ]
 
 
