@@ -5,6 +5,8 @@ Parametrized by bundle, so each test id (and each failure) names its bundle, mod
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bundle_checks import (
@@ -23,6 +25,16 @@ from bundle_checks import (
 
 RECON_BUNDLES = ["brain_mri_recon_varnet", "brain_mri_recon_rvn", "brain_mri_recon_unet"]
 BUNDLES = [pytest.param(REPO / "bundles" / name, id=name) for name in RECON_BUNDLES]
+# Bundles whose train.json draws from the training data engine (mribundles.synth) rather than
+# k-space files: their tests point it at the shipped label map, two small examples per epoch.
+ENGINE_TRAINED = {"brain_mri_recon_varnet", "brain_mri_recon_rvn"}
+SMALL_ACQUISITIONS = {"coils": [4], "phase_encodes": [48, 64], "max_pixels": 64 * 64}
+
+
+def engine_override(bundle, synth_root) -> dict:
+    if bundle.name not in ENGINE_TRAINED:
+        return {}
+    return {"synth_data_root": str(synth_root), "examples_per_epoch": 2, "synth_acquisition": SMALL_ACQUISITIONS}
 
 
 # Bundles with a test module of their own.
@@ -54,8 +66,8 @@ def test_shipped_weights_load_into_network(bundle):
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_train_one_epoch_then_evaluate(bundle, tiny_recon_dataset, tmp_path):
-    check_train_and_evaluate(bundle, tiny_recon_dataset, tmp_path)
+def test_train_one_epoch_then_evaluate(bundle, tiny_recon_dataset, tiny_synth_root, tmp_path):
+    check_train_and_evaluate(bundle, tiny_recon_dataset, tmp_path, engine_override(bundle, tiny_synth_root))
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
@@ -69,8 +81,9 @@ def test_inference_with_overridden_file_and_mask(bundle, tiny_recon_dataset, tmp
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_multi_gpu_overlay_trains_with_two_processes(bundle, tiny_recon_dataset, tmp_path):
-    check_multi_process_train(bundle, tiny_recon_dataset, tmp_path)
+def test_multi_gpu_overlay_trains_with_two_processes(bundle, tiny_recon_dataset, tiny_synth_root, tmp_path):
+    extra = [arg for key, value in engine_override(bundle, tiny_synth_root).items() for arg in (f"--{key}", json.dumps(value))]
+    check_multi_process_train(bundle, tiny_recon_dataset, tmp_path, *extra)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
