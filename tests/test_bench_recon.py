@@ -1,7 +1,15 @@
 """The reconstruction benchmark's settings and the targets it checks (no model is run)."""
 
+import argparse
 import importlib.util
 from pathlib import Path
+
+import pytest
+import torch
+
+from mribundles.errors import InvalidInputError
+from mribundles.networks.recurrent_varnet import HiddenStateInitialiser
+from mribundles.physics import fft2c, ifft2c
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_recon.py"
 spec = importlib.util.spec_from_file_location("bench_recon", SCRIPT)
@@ -38,3 +46,47 @@ def test_target_checks_read_the_setting_not_its_name():
         "NOT met: beats l1-wavelet in PSNR (net, simulated, 1D random 4x: -1.00 dB)",
         "NOT met: faster than l1-wavelet (net, simulated, 1D random 4x: 2.000 s against 1.900 s per slice)",
     ]
+
+
+def test_speed_size_options_map_to_the_chosen_models_network_def():
+    config = bench_recon.SPEED_MODELS["rvn"]["config"]
+    options = dict.fromkeys(bench_recon.SIZE_OPTIONS)
+    assert bench_recon.size_overrides("rvn", {**options, "steps": 4, "sens_chans": 2}, config) == {"num_steps": 4, "sens_chans": 2}
+    assert bench_recon.size_overrides("varnet", {**options, "cascades": 12, "chans": 18}, config) == {"num_cascades": 12, "chans": 18}
+    assert bench_recon.size_overrides("rvn", options, config) == {}
+    # a size of the other model is refused, not silently ignored
+    with pytest.raises(InvalidInputError, match=r"inference\.json: --cascades is no size of --model rvn \(its sizes: --steps, "):
+        bench_recon.size_overrides("rvn", {**options, "cascades": 3}, config)
+    with pytest.raises(InvalidInputError, match="--hidden-chans is no size of --model varnet"):
+        bench_recon.size_overrides("varnet", {**options, "hidden_chans": 8}, config)
+
+
+def test_speed_arguments_keep_the_varnet_command_and_add_rvn():
+    parser = argparse.ArgumentParser()
+    bench_recon.speed_arguments(parser)
+    old = parser.parse_args(["--cascades", "12", "--chans", "18", "--sens-chans", "8"])
+    assert (old.model, old.cascades, old.chans, old.sens_chans, old.steps, old.config) == ("varnet", 12, 18, 8, None, None)
+    new = parser.parse_args(["--model", "rvn", "--steps", "4", "--hidden-chans", "8", "--num-layers", "2"])
+    assert (new.model, new.steps, new.hidden_chans, new.num_layers, new.cascades) == ("rvn", 4, 8, 2, None)
+
+
+def test_direct_gets_our_rvn_sizes_and_initialiser_dilations():
+    kwargs = bench_recon.direct_rvn_kwargs({"num_steps": 8, "hidden_chans": 16, "num_layers": 3, "sens_chans": 4, "sens_pools": 4})
+    assert kwargs == {
+        "num_steps": 8, "recurrent_hidden_channels": 16, "recurrent_num_layers": 3, "no_parameter_sharing": True,
+        "learned_initializer": True, "initializer_initialization": "sense", "initializer_channels": (16, 16, 16),
+        "initializer_dilations": (1, 2, 4), "initializer_multiscale": 1, "normalized": False,
+    }
+    # the dilations handed to DIRECT are those our initialiser is built with
+    ours = HiddenStateInitialiser(16, 3)
+    assert tuple(m.dilation[0] for m in ours.context if isinstance(m, torch.nn.Conv2d)) == bench_recon.RVN_INITIALISER_DILATIONS
+
+
+def test_direct_operators_given_to_its_rvn_are_our_centred_orthonormal_ffts():
+    transforms = pytest.importorskip("direct.data.transforms")  # the `bench` extra; CI does not install it
+    data = torch.randn(1, 3, 8, 6, dtype=torch.complex64)  # (B, coil, ky, kx)
+    as_direct = torch.view_as_real(data)
+    ours = {"ifft2": ifft2c(data), "fft2": fft2c(data)}
+    for name, expected in ours.items():
+        theirs = getattr(transforms, name)(as_direct, dim=(2, 3), centered=True, normalized=True)
+        torch.testing.assert_close(torch.view_as_complex(theirs), expected)
