@@ -14,6 +14,12 @@ so all three methods see exactly the same samples. Slices are stacked into volum
 (slice, H, W) and scored with the library's fastMRI metrics (volume-level, maxval = the target
 volume's maximum).
 
+CS runs with the lamda tuned for the sampling setting (`baselines.cs.tuned_lamda`, chosen on
+simulated training data). ``cs_oracle=True`` adds an ORACLE CS: lamda picked per file from a
+small grid around the tuned one by the PSNR against the fully sampled reference itself, reported
+as the method "l1-wavelet (oracle lambda=...)": an upper bound for CS, not a baseline a user
+could run.
+
 A radial file (`io.radial`) is evaluated the same way at ``spokes`` golden-angle spokes: the
 target is the file's reference image, the bundle runs with ``sampling="radial"``, and its
 baselines are density-compensated gridding and radial L1-wavelet CS on the same spokes.
@@ -27,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from mribundles.baselines.cs import DEFAULT_LAMDA, DEFAULT_RADIAL_LAMDA, l1_wavelet_radial, l1_wavelet_recon
+from mribundles.baselines.cs import (DEFAULT_RADIAL_LAMDA, ORACLE_FACTORS, l1_wavelet_radial, l1_wavelet_sweep,
+                                     tuned_lamda)
 from mribundles.bundles import load_inference, read_metadata
 from mribundles.data import kspace_slices
 from mribundles.errors import InvalidInputError
@@ -98,7 +105,8 @@ def _is_radial(kspace_file: Path) -> bool:
 
 def _cartesian_slices(items, kspace_file, preprocessing, settings):
     """Per slice: (target, the bundle's preprocessed item, zero-filling, CS), the last two as
-    callables (timed by the caller) on the samples of the bundle's own mask."""
+    callables (timed by the caller) on the samples of the bundle's own mask; CS takes a list of
+    lamdas and returns one image per lamda."""
     from mribundles.transforms import LoadKspaced, ReferenceImaged
 
     reference, load = ReferenceImaged("kspace", "target"), LoadKspaced("kspace")
@@ -109,7 +117,7 @@ def _cartesian_slices(items, kspace_file, preprocessing, settings):
         sampling = torch.as_tensor(item["mask"]).cpu()
         measured = full["kspace"] * sampling
         yield (reference(full)["target"][0], item, lambda m=measured: rss(ifft2c(m)),
-               lambda m=measured, s=sampling: l1_wavelet_recon(m, s, settings["cs_lamda"], settings["cs_iters"]))
+               lambda lams, m=measured, s=sampling: l1_wavelet_sweep(m, s, lams, settings["cs_iters"]))
 
 
 def _radial_slices(items, kspace_file, preprocessing, settings):
@@ -122,7 +130,8 @@ def _radial_slices(items, kspace_file, preprocessing, settings):
         target = read_radial_reference(kspace_file, int(entry.get("slice") or 0))
         item = preprocessing(dict(entry))
         yield (target, item, lambda i=item: grid_rss(i["kspace"], i["trajectory"]),
-               lambda i=item: l1_wavelet_radial(i["kspace"], i["trajectory"], settings["cs_lamda"], settings["cs_iters"]))
+               lambda lams, i=item: [l1_wavelet_radial(i["kspace"], i["trajectory"], lam, settings["cs_iters"])
+                                     for lam in lams])
 
 
 def evaluate_recon(
@@ -139,6 +148,7 @@ def evaluate_recon(
     figure: str | os.PathLike | None = None,
     spokes: int = 64,
     keep_images: bool = False,
+    cs_oracle: bool = False,
 ) -> dict:
     """Reconstruct every slice of a fully sampled k-space file three ways and score them.
 
@@ -151,8 +161,8 @@ def evaluate_recon(
         center_fraction: fully sampled centre; default 0.32 / R (fastMRI's 0.08 at 4x, 0.04 at 8x).
         seed: mask seed, the same for every slice and method.
         device: torch device of the network.
-        cs_lamda: relative L1 weight of the CS baseline (default: the tuned DEFAULT_LAMDA, or
-            DEFAULT_RADIAL_LAMDA for a radial file).
+        cs_lamda: relative L1 weight of the CS baseline (default: ``tuned_lamda`` of the mask
+            kind and acceleration, or DEFAULT_RADIAL_LAMDA for a radial file).
         cs_iters: iterations of the CS baseline.
         baselines: also run zero-filling and CS (False when they are already known for the
             same file and mask, e.g. when comparing several bundles).
@@ -162,12 +172,18 @@ def evaluate_recon(
             ``center_fraction`` are then unused).
         keep_images: also return the volumes, under "images": {"reference": (slice, H, W),
             <method>: (slice, H, W)}, on the CPU (for figures that combine several calls).
+        cs_oracle: also run the ORACLE CS (needs ``baselines``): every lamda of
+            ``cs_lamda * ORACLE_FACTORS``, keeping the one with the best volume PSNR against the
+            reference; listed last as "l1-wavelet (oracle lambda=<value>)" (its seconds per slice:
+            the whole grid's, sensitivities estimated once, over the grid's size), the grid in
+            settings["cs_oracle_grid"].
 
     Returns:
         {"data_file", "bundle", "num_slices", "settings": {...},
          "methods": {name: {"nmse", "psnr", "ssim", "seconds_per_slice",
                             "per_slice": {"nmse", "psnr", "ssim"}}}} with the methods
-        <bundle name>, "zero-filled" (radial: "gridding") and "l1-wavelet", in that order.
+        <bundle name>, "zero-filled" (radial: "gridding") and "l1-wavelet", in that order
+        (and the oracle CS last, with ``cs_oracle``).
         Per-slice figures use the volume's maximum, like the volume-level ones.
         With ``keep_images``, also "images" (above).
 
@@ -198,16 +214,22 @@ def evaluate_recon(
             raise InvalidInputError(f"center fraction must be in (0, 1), got {center_fraction}")
         require_fully_sampled(load_kspace(kspace_file, slice_index=items[0].get("slice")), kspace_file)
         settings = {"mask": mask, "acceleration": acceleration, "center_fraction": center_fraction, "seed": seed,
-                    "device": str(torch_device), "cs_lamda": DEFAULT_LAMDA if cs_lamda is None else cs_lamda, "cs_iters": cs_iters}
+                    "device": str(torch_device), "cs_lamda": tuned_lamda(mask, acceleration) if cs_lamda is None else cs_lamda,
+                    "cs_iters": cs_iters}
         overrides = {"kspace_file": str(kspace_file), "sampling": "cartesian", "mask": mask, "acceleration": acceleration,
                      "center_fraction": center_fraction, "seed": seed, "device": torch_device}
         slices = _cartesian_slices
+    if cs_oracle and not baselines:
+        raise ValueError("cs_oracle needs baselines=True")
+    oracle_grid = [settings["cs_lamda"] * factor for factor in ORACLE_FACTORS] if cs_oracle else []
+    if cs_oracle:
+        settings["cs_oracle_grid"] = oracle_grid
     preprocessing, prepare_batch, network, postprocessing = load_recon_bundle(bundle_dir, overrides, torch_device)
 
     naive = "gridding" if settings.get("sampling") == "radial" else "zero-filled"
     methods = (name, naive, "l1-wavelet") if baselines else (name,)
-    images = {m: [] for m in methods}
-    seconds = {m: 0.0 for m in methods}
+    images, seconds = {m: [] for m in methods}, {m: 0.0 for m in methods}
+    oracle_images, oracle_seconds = {lam: [] for lam in oracle_grid}, 0.0
     targets = []
     for target, item, naive_image, cs_image in slices(items, kspace_file, preprocessing, settings):
         targets.append(target)
@@ -216,13 +238,23 @@ def evaluate_recon(
         seconds[name] += time.perf_counter() - start
         if not baselines:
             continue
-        for method, reconstruct in ((naive, naive_image), ("l1-wavelet", cs_image)):
+        for method, reconstruct in ((naive, naive_image), ("l1-wavelet", lambda: cs_image([settings["cs_lamda"]])[0])):
             start = time.perf_counter()
             images[method].append(reconstruct())
             seconds[method] += time.perf_counter() - start
+        if oracle_grid:
+            start = time.perf_counter()
+            for lam, image in zip(oracle_grid, cs_image(oracle_grid)):
+                oracle_images[lam].append(image)
+            oracle_seconds += (time.perf_counter() - start) / len(oracle_grid)
 
     target = torch.stack(targets)
     maxval = target.max()
+    if oracle_grid:  # the ORACLE: lamda chosen by the PSNR against the reference itself
+        best = max(oracle_grid, key=lambda lam: psnr(target, torch.stack(oracle_images[lam]), maxval))
+        oracle = f"l1-wavelet (oracle lambda={best:.3g})"
+        images[oracle], seconds[oracle] = oracle_images[best], oracle_seconds
+        methods = (*methods, oracle)
     results = {}
     for method in methods:
         volume = torch.stack(images[method])
