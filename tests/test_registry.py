@@ -230,3 +230,14 @@ def test_fetch_refuses_injected_code_unless_allowed(server, site_a, tmp_path):
     assert not (tmp_path / "site_b").exists()
     folder = fetch_bundle(f"{BUNDLE.name}@0.3.0", tmp_path / "site_b", allow_code=True, tracking_uri=server["uri"])
     assert "$__import__('os').getcwd()" in (folder / "configs" / "inference.json").read_text()
+
+
+def test_fetch_refuses_a_reexported_os_system_in_a_bundle_without_expressions(server, tmp_path):
+    """The walk-around a prefix allow-list let through: no `$` anywhere, `torch.os.system` as a target."""
+    from test_code_policy import tiny_bundle
+
+    bundle = tiny_bundle(tmp_path / "src", {"attack": {"_target_": "torch.os.system", "command": "true"}}, name="tiny_attack")
+    publish_bundle(pack_bundle(bundle, tmp_path / "zips"), server["uri"])
+    with pytest.raises(InvalidInputError, match=r"configs/inference.json:attack#_target_: torch.os.system.*no trusted key signed it"):
+        fetch_bundle("tiny_attack", tmp_path / "site_b", tracking_uri=server["uri"])
+    assert not (tmp_path / "site_b").exists()

@@ -5,9 +5,14 @@ Each refusal must name the zip and the problem on one line and leave nothing unp
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import shutil
 import stat
+import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from bundle_checks import REPO
 from mribundles.cli import main
 from mribundles.errors import InvalidInputError
 from mribundles.sharing.install import install_bundle
+from mribundles.sharing import package as package_module
 from mribundles.sharing.package import MANIFEST, open_package, pack_bundle
 from mribundles.sharing.review import review_bundle
 from mribundles.sharing.signing import generate_keypair
@@ -155,9 +161,9 @@ def test_injected_code_is_listed_by_review_and_refused_unless_allowed(keys, tmp_
     assert install_bundle(unsigned, tmp_path / "site_b", allow_code=True).is_dir()
 
 
-def test_the_shipped_bundles_use_only_trusted_targets():
+def test_the_shipped_bundles_use_only_allowed_targets():
     for bundle in sorted((REPO / "bundles").iterdir()):
-        assert [f for f in review_bundle(bundle) if f.kind == "target"] == [], bundle.name
+        assert [f for f in review_bundle(bundle) if f.kind != "expression"] == [], bundle.name
 
 
 @pytest.mark.parametrize(
@@ -195,11 +201,160 @@ def test_paths_escaping_the_bundle_folder_are_refused(tmp_path):
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr(MANIFEST, json.dumps(manifest))
         zf.writestr("x/../../etc/cron", "payload")
-    refused(evil, tmp_path / "site_b", "unsafe or misplaced path")
+    refused(evil, tmp_path / "site_b", r"unsafe path in the zip: 'x/\.\./\.\./etc/cron'")
 
 
 def test_pack_refuses_weights_that_differ_from_the_metadata(tmp_path):
     bundle = _modified_bundle(tmp_path, lambda b: (b / "models" / "model.pt").write_bytes(b"retrained"))
     with pytest.raises(InvalidInputError, match="weights differ from metadata weights_sha256"):
         pack_bundle(bundle, tmp_path / "zips")
+    assert not (tmp_path / "zips").exists() or not any((tmp_path / "zips").iterdir())
+
+
+# --- zips built as an attacker would: every entry checked before anything is written ---------
+
+
+def craft(path: Path, entries: list, listed: set[str] | None = None, name: str = "x", version: str = "1") -> Path:
+    """A zip of ``entries`` ((name or ZipInfo, bytes)) after a manifest that lists ``listed``
+    (default: every entry) with their real sha256, so only the check under test can refuse it."""
+    arcname = lambda item: item.filename if isinstance(item, zipfile.ZipInfo) else item  # noqa: E731
+    files = {arcname(i): hashlib.sha256(d).hexdigest() for i, d in entries if listed is None or arcname(i) in listed}
+    manifest = {"format": "mribundles-manifest/1", "bundle": name, "version": version, "files": files}
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names it is asked to write
+        zf.writestr(MANIFEST, json.dumps(manifest))
+        for item, data in entries:
+            zf.writestr(item, data)
+    return path
+
+
+def set_declared_size(zip_path: Path, arcname: str, size: int) -> None:
+    """Rewrite the uncompressed size that the local and the central header of ``arcname`` declare
+    (offsets from the ZIP specification, APPNOTE 4.3.7 and 4.3.12)."""
+    data = bytearray(zip_path.read_bytes())
+    with zipfile.ZipFile(zip_path) as zf:
+        local, pos = zf.getinfo(arcname).header_offset, zf.start_dir
+    struct.pack_into("<I", data, local + 22, size)
+    while data[pos:pos + 4] == b"PK\x01\x02":
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, pos + 28)
+        if data[pos + 46:pos + 46 + name_len] == arcname.encode():
+            struct.pack_into("<I", data, pos + 24, size)
+        pos += 46 + name_len + extra_len + comment_len
+    zip_path.write_bytes(bytes(data))
+
+
+def symlink_entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3  # unix: what unzip and tar honour
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(
+    "entries, listed, message",
+    [
+        ([("/x/configs/a.json", b"{}")], None, "unsafe path in the zip: '/x/configs/a.json'"),
+        ([("x/configs/../../../home/me/.bashrc", b"echo owned")], None, "unsafe path in the zip"),
+        ([("x/configs//a.json", b"{}")], None, "unsafe path in the zip"),
+        ([("x\\configs\\a.json", b"{}")], None, "unsafe path in the zip"),
+        ([(symlink_entry("x/docs/passwd"), b"/etc/passwd")], None, "symbolic link entry in the zip: 'x/docs/passwd'"),
+        ([("x/configs/a.json", b"{}"), ("x/configs/a.json", b'{"evil": 1}')], None, "duplicate entry name in the zip: 'x/configs/a.json'"),
+        ([("x/configs/a.json", b"{}"), ("x/configs/A.json", b'{"evil": 1}')], None, "duplicate entry name in the zip: 'x/configs/A.json'"),
+        ([("x/configs/a.json", b"{}"), ("x/configs/b.json", b"{}")], {"x/configs/a.json"}, "file in the zip is not in the manifest: x/configs/b.json"),
+        ([("x/configs/a.json", b"{}"), ("x/.bashrc", b"echo owned")], None, "unsafe or misplaced path in the manifest: 'x/.bashrc'"),
+        ([("x/", b""), ("x/configs/a.json", b"{}")], None, "folder entry in the zip"),
+    ],
+    ids=["absolute", "parent", "empty_part", "backslash", "symlink", "duplicate", "duplicate_but_case",
+         "not_in_manifest", "outside_the_bundle_parts", "folder"],
+)
+def test_unsafe_entries_are_refused_before_anything_is_written(entries, listed, message, tmp_path, capsys):
+    zip_path = craft(tmp_path / "evil.zip", entries, listed)
+    refused(zip_path, tmp_path / "site_b", re.escape(message))
+    assert main(["review", str(zip_path)]) == 2  # review checks the zip the same way
+    assert capsys.readouterr().err.startswith(f"error: {zip_path}: ")
+
+
+@pytest.mark.parametrize("name, version, message", [
+    ("..", "1", "unsafe path in the zip"),
+    ("a/b", "1", "unsafe bundle name 'a/b'"),
+    (".x", "1", "unsafe bundle name '.x'"),
+    ("x", "../../1", "unsafe bundle version '../../1'"),
+])
+def test_a_manifest_with_an_unsafe_bundle_name_or_version_is_refused(name, version, message, tmp_path):
+    zip_path = craft(tmp_path / "evil.zip", [(f"{name}/configs/a.json", b"{}")], name=name, version=version)
+    refused(zip_path, tmp_path / "site_b", message)
+
+
+@pytest.fixture
+def tiny_zip(tmp_path):
+    from test_code_policy import tiny_bundle
+
+    return pack_bundle(tiny_bundle(tmp_path / "src", {"bundle_root": "."}), tmp_path / "zips")
+
+
+def test_a_declared_size_far_above_the_real_one_is_refused(tiny_zip, tmp_path):
+    name = "tiny_bundle/models/model.pt"  # holds 12 bytes
+    set_declared_size(tiny_zip, name, 2**32 - 2)
+    refused(tiny_zip, tmp_path / "site_b", f"{name} declares 4294967294 bytes, over the limit of {package_module.MAX_ENTRY_BYTES} per file")
+    set_declared_size(tiny_zip, name, 5000)
+    refused(tiny_zip, tmp_path / "site_b", f"{name} declares 5000 bytes but holds 12")
+
+
+def test_a_tiny_declared_size_over_a_large_payload_is_counted_on_the_real_bytes(tmp_path, monkeypatch):
+    """8 MiB of zeros deflate to 8 kB; the headers say 16 bytes. zipfile alone would stop at 16."""
+    name = "x/models/big.bin"
+    zip_path = craft(tmp_path / "bomb.zip", [(name, bytes(8 * 2**20))])
+    set_declared_size(zip_path, name, 16)
+    assert zip_path.stat().st_size < 20_000
+    with zipfile.ZipFile(zip_path) as zf, pytest.raises(zipfile.BadZipFile, match="Bad CRC-32"):
+        zf.read(name)  # it read 16 bytes, and only its CRC (which an attacker sets) tells
+    refused(zip_path, tmp_path / "site_b", f"{name} declares 16 bytes but holds 8388608")
+    monkeypatch.setattr(package_module, "MAX_ENTRY_BYTES", 2**20)
+    refused(zip_path, tmp_path / "site_b", rf"{name} inflates to more than 1048576 bytes, the limit per file \(its header declares 16\)")
+
+
+def test_the_limit_in_total_holds_on_the_real_bytes(tmp_path, monkeypatch):
+    entries = [(f"x/models/part{i}.bin", bytes(600_000)) for i in range(2)]
+    zip_path = craft(tmp_path / "two.zip", entries)
+    assert open_package(zip_path).files.keys() == {"x/models/part0.bin", "x/models/part1.bin"}
+    with pytest.raises(InvalidInputError, match="entries declare 1200.* bytes in all, over the limit of 1000000"):
+        open_package(zip_path, max_total_bytes=1_000_000)
+    set_declared_size(zip_path, "x/models/part1.bin", 1000)  # the declared total is now 601 kB
+    monkeypatch.setattr(package_module, "MAX_TOTAL_BYTES", 1_000_000)
+    refused(zip_path, tmp_path / "site_b", "the zip's files inflate to more than the limit in total, at x/models/part1.bin")
+
+
+def test_pack_refuses_symbolic_links(tmp_path):
+    from test_code_policy import tiny_bundle
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for sharing")
+    bundle = tiny_bundle(tmp_path / "src", {"bundle_root": "."})
+    (bundle / "docs").mkdir()
+    os.symlink(secret, bundle / "docs" / "notes.md")
+    with pytest.raises(InvalidInputError, match="symbolic link in the bundle: docs/notes.md") as info:
+        pack_bundle(bundle, tmp_path / "zips")
+    assert str(info.value).startswith(str(bundle / "docs" / "notes.md"))
+    (bundle / "docs" / "notes.md").unlink()
+    os.symlink(tmp_path, bundle / "docs" / "more")  # a linked folder
+    with pytest.raises(InvalidInputError, match="symbolic link in the bundle: docs/more"):
+        pack_bundle(bundle, tmp_path / "zips")
+    assert not (tmp_path / "zips").exists() or not any((tmp_path / "zips").iterdir())
+
+
+@pytest.mark.parametrize("key, value", [("name", "../evil"), ("name", "a/b"), ("name", ".."), ("name", "a\\b"), ("name", ".hidden")])
+def test_pack_refuses_unsafe_names(key, value, tmp_path, capsys):
+    """(An unsafe version never gets this far: the metadata schema wants semantic versions.)"""
+    from test_code_policy import tiny_bundle
+
+    bundle = tiny_bundle(tmp_path / "src", {"bundle_root": "."})
+    meta_file = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta[key] = value
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(InvalidInputError, match=f"unsafe bundle {key} ") as info:
+        pack_bundle(bundle, tmp_path / "zips")
+    assert str(info.value).startswith(f"{meta_file}: unsafe bundle {key} {value!r}")
+    assert main(["pack", str(bundle), "--out", str(tmp_path / "zips")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {meta_file}: unsafe bundle {key}")
     assert not (tmp_path / "zips").exists() or not any((tmp_path / "zips").iterdir())
