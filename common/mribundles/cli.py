@@ -37,7 +37,7 @@ def register(name: str, help: str, add_arguments: Callable, run: Callable) -> No
 
 
 def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
-    from mribundles.baselines.cs import DEFAULT_LAMDA, DEFAULT_RADIAL_LAMDA
+    from mribundles.baselines.cs import DEFAULT_RADIAL_LAMDA
     from mribundles.evaluation import DEFAULT_CS_ITERS
 
     parser.add_argument("--bundle", required=True, help="reconstruction bundle folder")
@@ -49,8 +49,12 @@ def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--spokes", type=int, default=64, help="radial files: golden-angle spokes to keep")
     parser.add_argument("--cs-lamda", type=float, default=None,
-                        help=f"relative L1 weight of the CS baseline (default {DEFAULT_LAMDA:g}; radial {DEFAULT_RADIAL_LAMDA:g})")
+                        help=f"relative L1 weight of the CS baseline (default: tuned per mask kind and acceleration, "
+                             f"baselines.cs.TUNED_LAMDAS; radial {DEFAULT_RADIAL_LAMDA:g})")
     parser.add_argument("--cs-iters", type=int, default=DEFAULT_CS_ITERS)
+    parser.add_argument("--cs-oracle", action="store_true",
+                        help="also run ORACLE CS: lamda picked per file by the PSNR against the fully sampled reference "
+                             "(an upper bound, listed as 'l1-wavelet (oracle lambda=...)'; the tuned CS is kept)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--output-dir", default=None, help="write the comparison figure here (default with --track: ./eval)")
     parser.add_argument(
@@ -63,27 +67,30 @@ def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
 def format_recon_table(result: dict) -> str:
     """A fixed-width table of evaluate_recon's result, with a header naming the data and settings."""
     s = result["settings"]
+    width = max(28, *map(len, result["methods"]))  # the oracle's name carries its lamda
     sampling = (f"radial, {s['spokes']} golden-angle spokes" if s.get("sampling") == "radial"
                 else f"mask: {s['mask']} R={s['acceleration']:g} centre={s['center_fraction']:g} seed={s['seed']}")
     lines = [
         f"data: {result['data_file']} ({result['num_slices']} slices)",
         f"{sampling}  device: {s['device']}",
         "",
-        f"{'method':<28} {'NMSE':>9} {'PSNR':>7} {'SSIM':>7} {'s/slice':>8}",
+        f"{'method':<{width}} {'NMSE':>9} {'PSNR':>7} {'SSIM':>7} {'s/slice':>8}",
     ]
     for method, m in result["methods"].items():
         lines.append(
-            f"{method:<28} {m['nmse']:9.5f} {m['psnr']:7.2f} {m['ssim']:7.4f} {m['seconds_per_slice']:8.3f}"
+            f"{method:<{width}} {m['nmse']:9.5f} {m['psnr']:7.2f} {m['ssim']:7.4f} {m['seconds_per_slice']:8.3f}"
         )
     return "\n".join(lines)
 
 
 def _evaluate_recon_run(args: argparse.Namespace) -> int:
+    import time
     from functools import partial
     from pathlib import Path
 
     from mribundles.evaluation import evaluate_recon
 
+    start = time.perf_counter()
     output_dir = args.output_dir or ("eval" if args.track else None)
     figure = None
     if output_dir is not None:
@@ -101,15 +108,30 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
         cs_iters=args.cs_iters,
         figure=figure,
         spokes=args.spokes,
+        cs_oracle=args.cs_oracle,
     )
-    result = _tracked_evaluation(evaluate, args.bundle, figure, output_dir) if args.track else evaluate()
+    result, tracking = _tracked_evaluation(evaluate, args.bundle, figure, output_dir) if args.track else (evaluate(), None)
     print(json.dumps(result, indent=2) if args.json else format_recon_table(result))
+    _print_summary(start, [figure] if figure is not None and figure.is_file() else [], tracking)
     return 0
 
 
-def _tracked_evaluation(evaluate: Callable[[], dict], bundle: str, figure, output_dir: str) -> dict:
+def _print_summary(start: float, outputs: list, tracking) -> None:
+    """A command's closing summary (`mribundles.report.summary_lines`): seconds since ``start``
+    (a ``time.perf_counter()``), the files written, the MLflow run (a `TrackingState`, or None
+    when not tracked). On stderr: stdout carries the result (a table or JSON) alone."""
+    import time
+
+    from mribundles.report import summary_lines
+
+    lines = summary_lines(time.perf_counter() - start, outputs, tracking, untracked="add --track to track it")
+    print("\n" + "\n".join(lines), file=sys.stderr)
+
+
+def _tracked_evaluation(evaluate: Callable[[], dict], bundle: str, figure, output_dir: str) -> tuple:
     """Run ``evaluate`` inside a parent run (bundle, data, settings, figure), then log one
-    nested run per method with its scores, per-slice scores and timing."""
+    nested run per method with its scores, per-slice scores and timing. Returns the result and
+    the run's `TrackingState`."""
     from mribundles.tracking import bundle_params, tracked_run
 
     params = bundle_params(bundle)
@@ -126,7 +148,7 @@ def _tracked_evaluation(evaluate: Callable[[], dict], bundle: str, figure, outpu
                 for key, values in scores["per_slice"].items():
                     for step, value in enumerate(values):
                         client.log_metric(run_id, f"{key}_per_slice", value, step=step)
-    return result
+    return result, client.state
 
 
 register(
@@ -159,28 +181,28 @@ def _budget_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _budget_run(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from mribundles.chains.budget import acceleration_budget, format_budget_table, plot_budget
     from mribundles.io.atomic import atomic_path
 
+    start = time.perf_counter()
     result = acceleration_budget(args.chain, args.kspace, args.accelerations, args.mask, args.seed, args.device,
                                  args.recon_bundle, args.recon_weights, args.labels)
     out = Path(args.out)
     with atomic_path(out / "budget.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     plot_budget(result, out / "budget.png")
-    if args.track:
-        _track_budget(result, out)
+    tracking = _track_budget(result, out) if args.track else None
     print(json.dumps(result, indent=2) if args.json else format_budget_table(result))
-    if not args.json:
-        print(f"\nwritten: {out / 'budget.json'}, {out / 'budget.png'}")
+    _print_summary(start, [out / "budget.json", out / "budget.png"], tracking)
     return 0
 
 
-def _track_budget(result: dict, out) -> None:
+def _track_budget(result: dict, out):
     """Parent run (chain, stage bundles with their weights, data, table and plot) with one nested
-    run per acceleration holding its PSNR, SSIM and Dice per class."""
+    run per acceleration holding its PSNR, SSIM and Dice per class. Returns its `TrackingState`."""
     from mribundles.bundles import file_sha256
     from mribundles.chains.stages import find_bundle
     from mribundles.tracking import bundle_params, tracked_run
@@ -203,6 +225,7 @@ def _track_budget(result: dict, out) -> None:
                 metrics.update({f"dice_truth_{name.replace(' ', '_')}": value for name, value in row.get("dice_truth", {}).items()})
                 for key, value in metrics.items():
                     client.log_metric(run_id, key, value)
+    return client.state
 
 
 register(
@@ -269,21 +292,17 @@ def _review_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _review_run(args: argparse.Namespace) -> int:
-    import tempfile
     from pathlib import Path
 
-    from mribundles.sharing.package import extract_package, open_package
-    from mribundles.sharing.review import review_bundle
+    from mribundles.sharing.package import open_package
+    from mribundles.sharing.review import review_bundle, summary
 
-    if Path(args.bundle).is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            findings = review_bundle(extract_package(open_package(args.bundle), tmp))
-    else:
-        findings = review_bundle(args.bundle)
+    # A zip is checked (entries, sizes, manifest) and reviewed from its entries: nothing is unpacked.
+    source = open_package(args.bundle) if Path(args.bundle).is_file() else args.bundle
+    findings = review_bundle(source)
     for finding in findings:
         print(finding)
-    expressions = sum(f.kind == "expression" for f in findings)
-    print(f"{expressions} expressions and {len(findings) - expressions} targets outside monai/torch/mribundles")
+    print(summary(findings))
     return 0
 
 
@@ -338,8 +357,10 @@ def _fetch_run(args: argparse.Namespace) -> int:
 register("keygen", "make an Ed25519 key pair for signing bundles", _keygen_arguments, _keygen_run)
 register("pack", "pack a bundle into <name>-<version>.zip with a sha256 manifest, optionally signed", _pack_arguments, _pack_run)
 register("verify", "check a bundle zip's manifest and, with --trusted-keys, its signature", _verify_arguments, _verify_run)
-register("review", "list the code a bundle's configs run ($ expressions, foreign _target_s)", _review_arguments, _review_run)
-register("install", "check a bundle zip and unpack it, refusing unsigned code unless --allow-code", _install_arguments, _install_run)
+register("review", "list what a bundle runs outside the code policy ($ expressions, _target_s not on the allowed list, "
+         "references to config outside the bundle, a non-standard logging.conf)", _review_arguments, _review_run)
+register("install", "check a bundle zip and unpack it, refusing unsigned code outside the policy unless --allow-code",
+         _install_arguments, _install_run)
 register("publish", "register a bundle zip as a model version on the MLflow server", _publish_arguments, _publish_run)
 register("fetch", "download a published bundle from the MLflow server, check it and install it", _fetch_arguments, _fetch_run)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 
 class InvalidInputError(ValueError):
@@ -33,23 +35,63 @@ def find_input_error(exc: BaseException | None) -> InvalidInputError | None:
     return None
 
 
+def find_refusal(exc: BaseException | None) -> str | None:
+    """The one-line message for an exception that refuses the user's input or setup, else None.
+
+    A refusal is an `InvalidInputError` anywhere in the cause/context chain (`find_input_error`),
+    or an ``OSError`` that names a file (an output folder that is a file, a read-only or full
+    disk, a missing weights file), raised itself or as the explicit cause (``raise ... from``)
+    of the wrappers MONAI and ignite put around it. Every other exception is a fault of the
+    code, and keeps its traceback.
+    """
+    error = find_input_error(exc)
+    if error is not None:
+        return str(error)
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+            return f"{exc.filename}: {exc.strerror}"
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
+
+
+class RefusalLogFilter(logging.Filter):
+    """Drops the log records emitted while a refusal (`find_refusal`) is being handled.
+
+    ignite logs "Current run is terminating due to exception: applying transform <...>" from
+    inside its ``except`` block, before any handler sees the exception; during that call
+    ``sys.exc_info()`` is the exception, which is how the filter knows. Records logged while
+    anything else is handled pass, and all pass with MRIBUNDLES_TRACEBACK=1.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("MRIBUNDLES_TRACEBACK") == "1":
+            return True
+        return find_refusal(sys.exc_info()[1]) is None
+
+
+def quiet_refusals(logger: logging.Logger) -> None:
+    """Add one `RefusalLogFilter` to ``logger`` (idempotent)."""
+    if not any(isinstance(f, RefusalLogFilter) for f in logger.filters):
+        logger.addFilter(RefusalLogFilter())
+
+
 def install_excepthook() -> None:
-    """Report uncaught bad-input errors as one line on stderr (exit status stays 1).
+    """Report uncaught refusals (`find_refusal`) as one line on stderr (exit status stays 1).
 
     Bundle configs import mribundles, so `python -m monai.bundle run` with a corrupt or missing
     k-space file ends with `error: <file>: <problem>` instead of three chained tracebacks. Every
     other exception, and every exception when MRIBUNDLES_TRACEBACK=1, keeps Python's report.
     """
-    import sys
-
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        error = None if os.environ.get("MRIBUNDLES_TRACEBACK") == "1" else find_input_error(exc)
-        if error is None:
+        message = None if os.environ.get("MRIBUNDLES_TRACEBACK") == "1" else find_refusal(exc)
+        if message is None:
             previous(exc_type, exc, tb)
         else:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
 
     if getattr(sys.excepthook, "__module__", None) != __name__:
         sys.excepthook = hook

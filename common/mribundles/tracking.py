@@ -12,13 +12,21 @@ Two ways in, one store:
 - our commands (``evaluate-recon --track``, ``acceleration-budget --track``) open runs with
   `tracked_run`: a parent run with one nested run per method or setting.
 
-The store is ``MLFLOW_TRACKING_URI`` when set (a shared server), else a SQLite database in the
-run's output folder (MLflow 3 refuses file stores). A server that does not answer is reported
-once and the run is tracked locally instead: tracking never costs a run its outputs.
+The store is ``MLFLOW_TRACKING_URI`` when set, else a SQLite database in the run's output folder
+(MLflow 3 refuses file stores). Tracking never costs a run its outputs, nor minutes:
+
+- at the start, a configured store that cannot be used (a server that does not answer, a
+  ``file://`` store, an unknown scheme, a SQLite path that cannot be created) is reported once
+  and the run is tracked in the local store instead (`resolve_store`);
+- during the run, every MLflow call goes through a `SafeClient`: MLflow's HTTP retries and
+  timeout are bounded (`http_limits`), and the first failure is reported once, after which
+  nothing more is logged and the run goes on. `TrackingState` records what became of the
+  tracking, for the run's closing summary.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import time
@@ -26,13 +34,57 @@ import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-__all__ = ["RunLineage", "StageRun", "bundle_params", "sqlite_uri", "stage_run", "tracked_run", "tracking_uri"]
+__all__ = [
+    "RunLineage",
+    "SafeClient",
+    "StageRun",
+    "TrackingState",
+    "bundle_params",
+    "http_limits",
+    "resolve_store",
+    "sqlite_uri",
+    "stage_run",
+    "tracked_run",
+    "tracking_state",
+    "tracking_uri",
+]
 
 SERVER_TIMEOUT_S = 3.0
+
+# MLflow retries a failed HTTP request 7 times with exponential back-off and waits 120 s for an
+# answer: minutes per call once a server is gone. A run needs neither: one retry after a second,
+# and 5 s to answer. A value the user set in the environment is kept.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+@contextmanager
+def http_limits() -> Iterator[None]:
+    """Bound MLflow's HTTP retries and timeout (`HTTP_LIMITS`) for the calls made inside.
+
+    MLflow reads these variables on every request and offers no other way to set them; they are
+    set only for the duration of the block, and only those the user has not set.
+    """
+    added = {key: value for key, value in HTTP_LIMITS.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def sqlite_uri(path: str | os.PathLike) -> str:
@@ -50,24 +102,128 @@ def _server_answers(uri: str) -> bool:
         return False
 
 
-def tracking_uri(output_dir: str | os.PathLike) -> str:
-    """The store for a run writing to ``output_dir``.
+def _store_problem(uri: str) -> str | None:
+    """Why the store ``uri`` cannot track a run, as a phrase (``"does not answer"``), or None.
 
-    ``MLFLOW_TRACKING_URI`` when it is set and, for an http(s) server, answers its health check;
-    otherwise ``<output_dir>/mlruns.db``. When a configured server is down, the fallback is also
-    written to ``MLFLOW_TRACKING_URI`` for this process, because MONAI's MLFlowHandler reads the
-    variable before its argument and would otherwise retry the dead server for minutes and fail.
+    A server is asked for its health; any other store is opened and asked for one experiment,
+    which also creates a new SQLite database (as the run would).
+    """
+    if uri.startswith("file:") or "://" not in uri:
+        return "is a file store, which MLflow 3 refuses (use sqlite:///PATH or a server)"
+    if uri.startswith(("http://", "https://")):
+        return None if _server_answers(uri) else "does not answer"
+    import mlflow
+
+    try:
+        with http_limits():
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as e:  # MlflowException, an unknown scheme, a path that cannot be created
+        return f"cannot be used ({_one_line(e)})"
+    return None
+
+
+@dataclass
+class TrackingState:
+    """What became of one run's tracking: its store, its MLflow run, and the first failure.
+
+    ``local`` says the store is the SQLite database in the run's own output folder. After a
+    failure (`fail`, which warns once) nothing more is logged.
+    """
+
+    uri: str
+    local: bool = False
+    run_id: str | None = None
+    experiment_id: str | None = None
+    failure: str | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the first failure and warn about it; later ones are consequences, kept quiet."""
+        if self.failure is None:
+            self.failure = _one_line(exc)
+            # warnings, not logging: bundle logging.conf files disable loggers created before them.
+            warnings.warn(f"MLflow tracking failed, the run goes on untracked from here: {self.failure}", stacklevel=3)
+
+    def browse_hint(self) -> str:
+        """How to look at the run: the ``mlflow ui`` command for a database, the page on a server."""
+        if self.uri.startswith(("http://", "https://")):
+            if self.run_id and self.experiment_id:
+                return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            return self.uri
+        return f"mlflow ui --backend-store-uri {self.uri}"
+
+    def summary(self) -> list[str]:
+        """Lines for a run's closing summary (`mribundles.report.summary_lines`)."""
+        where = f"{'locally ' if self.local else ''}in {self.uri}"
+        if self.run_id is None:
+            return [f"MLflow: not tracked ({self.failure or 'no run was opened'})"]
+        if self.failure is not None:
+            head = f"MLflow: tracking stopped during the run ({self.failure}); run {self.run_id} {where} is incomplete"
+        else:
+            head = f"MLflow: run {self.run_id} tracked {where}"
+        return [head, f"  browse it: {self.browse_hint()}"]
+
+
+class SafeClient:
+    """An ``MlflowClient`` whose calls never raise and never wait for minutes.
+
+    Every public method runs within `http_limits`; the first exception is recorded in ``state``
+    (which warns once) and that call, and every later one, returns None: a run whose server
+    dies half-way goes on untracked. Attributes that are not methods pass through.
+    """
+
+    def __init__(self, client, state: TrackingState):
+        self._client = client
+        self.state = state
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self.state.failure is not None:
+                return None
+            try:
+                with http_limits():
+                    return attr(*args, **kwargs)
+            except Exception as e:  # MlflowException, connection errors, timeouts
+                self.state.fail(e)
+                return None
+
+        return call
+
+
+def resolve_store(output_dir: str | os.PathLike) -> TrackingState:
+    """The store for a run writing to ``output_dir``, with nothing written to the environment.
+
+    ``MLFLOW_TRACKING_URI`` when it is set and usable (`_store_problem`); otherwise, with one
+    warning when a configured store was refused, ``<output_dir>/mlruns.db``.
     """
     local = sqlite_uri(Path(output_dir) / "mlruns.db")
     configured = os.environ.get("MLFLOW_TRACKING_URI")
-    if not configured:
-        return local
-    if configured.startswith(("http://", "https://")) and not _server_answers(configured):
-        # warnings, not logging: bundle logging.conf files disable loggers created before them.
-        warnings.warn(f"MLflow server {configured} does not answer; tracking this run in {local} instead", stacklevel=2)
-        os.environ["MLFLOW_TRACKING_URI"] = local
-        return local
-    return configured
+    if not configured or configured == local:
+        return TrackingState(local, local=True)
+    problem = _store_problem(configured)
+    if problem is None:
+        return TrackingState(configured)
+    kind = "server" if configured.startswith(("http://", "https://")) else "store"
+    warnings.warn(f"MLflow {kind} {configured} {problem}; tracking this run in {local} instead", stacklevel=3)
+    return TrackingState(local, local=True)
+
+
+def tracking_uri(output_dir: str | os.PathLike) -> str:
+    """The store of a bundle run writing to ``output_dir`` (the configs' ``tracking_uri`` id).
+
+    As `resolve_store`, for MONAI's ``MLFlowHandler``. That handler reads ``MLFLOW_TRACKING_URI``
+    before its ``tracking_uri`` argument, and fails on an unusable store while it is being built,
+    before any handler of ours can step in. So when the configured store is refused, the local
+    one replaces it in this process's ``MLFLOW_TRACKING_URI``: the one place we write it.
+    """
+    state = resolve_store(output_dir)
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured and configured != state.uri:
+        os.environ["MLFLOW_TRACKING_URI"] = state.uri
+    return state.uri
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -94,33 +250,99 @@ def bundle_params(bundle_root: str | os.PathLike) -> dict[str, str]:
     return params
 
 
+def _owners(engine: Engine) -> Iterator[object]:
+    """The objects whose methods, or which themselves, are registered on ``engine``'s events.
+
+    ignite keeps handlers in ``Engine._event_handlers``: bound methods (MLFlowHandler registers
+    ``start``, ``complete``, ...), callable objects, and for filtered events
+    (``EPOCH_COMPLETED(every=2)``) a wrapper whose ``_parent`` refers to the handler.
+    """
+    for registered in list(engine._event_handlers.values()):
+        for func, *_ in registered:
+            yield func
+            yield getattr(func, "__self__", None)
+            parent = getattr(func, "_parent", None)
+            yield parent() if callable(parent) else None
+
+
 def _mlflow_handler(engine: Engine | None):
     """The MLFlowHandler that `--tracking mlflow` attached to ``engine``, if any.
 
     MONAI appends it to the engine's handlers when the workflow starts, so a config cannot refer
-    to it; ignite keeps handlers in ``Engine._event_handlers`` and MLFlowHandler registers its
-    bound ``start`` method there, which is how we find it.
+    to it; it is found among the engine's registered handlers (`_owners`).
     """
     from monai.handlers import MLFlowHandler
 
     if engine is None:  # a stage run outside an engine (benchmarks, notebooks): not tracked
         return None
-    for handler, *_ in engine._event_handlers.get(Events.STARTED, []):
-        owner = getattr(handler, "__self__", None)
-        if isinstance(owner, MLFlowHandler):
-            return owner
-    return None
+    return next((owner for owner in _owners(engine) if isinstance(owner, MLFlowHandler)), None)
+
+
+def _validators(engine: Engine) -> list[Engine]:
+    """The evaluators that ``engine``'s ValidationHandler runs (a training run's validation,
+    which has an MLFlowHandler of its own)."""
+    found = []
+    for owner in _owners(engine):
+        validator = getattr(owner, "validator", None)
+        if isinstance(validator, Engine) and validator is not engine and validator not in found:
+            found.append(validator)
+    return found
+
+
+def _guard_start(engine: Engine, handler, state: TrackingState) -> None:
+    """Make MONAI's ``handler.start`` on ``engine`` record its run in ``state`` and turn any
+    failure into `TrackingState.fail` instead of ending the run.
+
+    ``start`` dereferences what the client returns (experiment, run), so a failing `SafeClient`
+    alone would still end it. ignite has no public way to wrap a registered handler, and
+    removing one while its event is being fired does not stop this firing from calling it, so
+    the entry is replaced in place in ``Engine._event_handlers``, keeping its position.
+    """
+
+    def start(engine: Engine) -> None:
+        try:
+            handler.start(engine)
+        except Exception as e:  # MlflowException, MONAI's ValueError for a deleted experiment, ...
+            state.fail(e)
+        if handler.cur_run is not None and state.run_id is None:
+            state.run_id, state.experiment_id = handler.cur_run.info.run_id, handler.cur_run.info.experiment_id
+
+    entries = engine._event_handlers[Events.STARTED]
+    for index, (func, args, kwargs) in enumerate(entries):
+        if getattr(func, "__self__", None) is handler and getattr(func, "__name__", "") == "start":
+            entries[index] = (start, args, kwargs)
+
+
+def tracking_state(engine: Engine | None) -> TrackingState | None:
+    """What became of the MLflow tracking of ``engine``'s run, or None when it is not tracked."""
+    handler = _mlflow_handler(engine)
+    if handler is None:
+        return None
+    if isinstance(handler.client, SafeClient):
+        return handler.client.state
+    run = handler.cur_run  # not guarded by RunLineage: what the handler still knows
+    return TrackingState(handler.client.tracking_uri, run_id=None if run is None else run.info.run_id,
+                         experiment_id=None if run is None else run.info.experiment_id)
+
+
+def _fail(client, exc: BaseException) -> None:
+    """A tracking failure outside the client's own calls: into its state, or a warning."""
+    if isinstance(client, SafeClient):
+        client.state.fail(exc)
+    else:
+        warnings.warn(f"MLflow tracking failed, the run goes on untracked from here: {_one_line(exc)}", stacklevel=3)
 
 
 class RunLineage:
     """Lineage for the MLflow run of MONAI's ``--tracking mlflow``; does nothing without it.
 
-    When the run starts it logs the bundle's name, version and weights sha256 and ``params``
-    (the acquisition settings); when it completes, every per-case metric the engine's metric
-    handlers saved (``engine.state.metric_details``, one MLflow step per case) and the figures and
-    tables written to ``output_dir`` during the run. Tracking errors become Python warnings and
-    never stop the run. Attach it before MONAI's handler (any place in the config's handler list
-    does: MONAI appends its own), so that it writes before the run is closed.
+    When the run starts it puts MONAI's handler (and its validator's, in training) behind a
+    `SafeClient`, so that a store failing at the start or half-way is reported once and the run
+    goes on untracked (`TrackingState`). Then it logs the bundle's name, version and weights
+    sha256 and ``params`` (the acquisition settings); when the run completes, every per-case
+    metric the engine's metric handlers saved (``engine.state.metric_details``, one MLflow step
+    per case) and the figures and tables written to ``output_dir`` during the run. Attach it
+    before MONAI's handler (any place in the config's handler list does: MONAI appends its own).
 
     Args:
         bundle_root: the bundle folder (its metadata names the bundle and weights).
@@ -141,11 +363,27 @@ class RunLineage:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.artifacts = tuple(artifacts)
         self._started = time.time()
+        self.tracking: TrackingState | None = None
 
     def attach(self, engine: Engine) -> None:
-        # EPOCH_STARTED comes after every STARTED handler, MLFlowHandler.start (which opens the run) included.
+        # STARTED handlers run in the order attached: this one before MLFlowHandler.start, and
+        # EPOCH_STARTED comes after every STARTED handler, so the run is open by then.
+        engine.add_event_handler(Events.STARTED, self.guard_tracking)
         engine.add_event_handler(Events.EPOCH_STARTED(once=1), self.log_params)
         engine.add_event_handler(Events.COMPLETED, self.log_results)
+
+    def guard_tracking(self, engine: Engine) -> None:
+        """Put the MLflow handlers of ``engine`` and of its validators behind one `SafeClient` state."""
+        for tracked in (engine, *_validators(engine)):
+            handler = _mlflow_handler(tracked)
+            if handler is None or isinstance(handler.client, SafeClient):
+                continue
+            if self.tracking is None:
+                uri = handler.client.tracking_uri
+                local = self.output_dir is not None and uri == sqlite_uri(self.output_dir / "mlruns.db")
+                self.tracking = TrackingState(uri, local=local)
+            handler.client = SafeClient(handler.client, self.tracking)
+            _guard_start(tracked, handler, self.tracking)
 
     def log_params(self, engine: Engine) -> None:
         self._started = time.time()
@@ -184,8 +422,8 @@ class RunLineage:
             return
         try:
             log(handler.client, handler.cur_run.info.run_id, engine)
-        except Exception as e:  # MlflowException, connection errors: the run itself must go on
-            warnings.warn(f"MLflow tracking failed, the run continues untracked: {' '.join(str(e).split())}", stacklevel=2)
+        except Exception as e:  # what the client's own guard does not cover: the run itself must go on
+            _fail(handler.client, e)
 
 
 def _handler_artifacts(engine: Engine) -> tuple:
@@ -218,11 +456,35 @@ def _unlogged_executed_config(artifacts: tuple) -> list[Path]:
 def _log_params(client, run_id: str, params: Mapping[str, str]) -> None:
     import mlflow
 
+    run = client.get_run(run_id)
+    if run is None:  # a SafeClient whose store failed: nothing more is logged
+        return
     # MLflow parameters are write-once; a resumed run logs the same values again, so skip those.
-    logged = client.get_run(run_id).data.params
-    new = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+    new = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if k not in run.data.params]
     if new:
         client.log_batch(run_id, params=new)
+
+
+# The client of the innermost open `tracked_run`: runs nested in it share its store and its
+# failure (one warning, then silence), instead of each resolving the store again.
+_OPEN_CLIENT: contextvars.ContextVar[SafeClient | None] = contextvars.ContextVar("mribundles_tracked_run", default=None)
+
+
+def _open_run(client: SafeClient, run_name: str, experiment: str, parent_run_id: str | None, params: Mapping | None) -> str | None:
+    """Create the run (and its experiment) and log ``params``; None when tracking has failed."""
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, _artifact_location(client.tracking_uri))
+    if client.state.failure is not None or experiment_id is None:
+        return None
+    tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    if run is None:
+        return None
+    if params:
+        _log_params(client, run.info.run_id, {k: str(v) for k, v in params.items()})
+    if client.state.run_id is None:
+        client.state.run_id, client.state.experiment_id = run.info.run_id, experiment_id
+    return run.info.run_id
 
 
 @contextmanager
@@ -235,31 +497,34 @@ def tracked_run(
 ) -> Iterator[tuple]:
     """Open an MLflow run (nested under ``parent_run_id`` when given) and yield ``(client, run_id)``.
 
-    The run ends FINISHED, or FAILED when the body raises. The store is `tracking_uri(output_dir)`.
+    The run ends FINISHED, or FAILED when the body raises. The store is `resolve_store(output_dir)`,
+    or that of the enclosing ``tracked_run``. The client is a `SafeClient`: once tracking fails
+    its calls do nothing, ``run_id`` is then None, and ``client.state`` says what happened.
     """
     import mlflow
 
-    uri = tracking_uri(output_dir)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment, _artifact_location(uri))
-    tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    run_id = run.info.run_id
-    if params:
-        _log_params(client, run_id, {k: str(v) for k, v in params.items()})
+    client = _OPEN_CLIENT.get()
+    if client is None:
+        state = resolve_store(output_dir)
+        client = SafeClient(mlflow.MlflowClient(tracking_uri=state.uri), state)
+    run_id = _open_run(client, run_name, experiment, parent_run_id, params)
+    token = _OPEN_CLIENT.set(client)
     try:
         yield client, run_id
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        if run_id:
+            client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    finally:
+        _OPEN_CLIENT.reset(token)
+    if run_id:
+        client.set_terminated(run_id, "FINISHED")
 
 
 class StageRun:
     """A nested MLflow run of one chain stage, or nothing when the chain is not tracked.
 
-    Logging never raises: a tracking failure becomes a warning and the chain goes on.
+    Logging never raises: a tracking failure is reported once and the chain goes on.
     """
 
     def __init__(self, client=None, run_id: str | None = None):
@@ -270,8 +535,8 @@ class StageRun:
             return
         try:
             getattr(self.client, method)(self.run_id, *args, **kwargs)
-        except Exception as e:  # MlflowException, connection errors
-            warnings.warn(f"MLflow tracking failed, the chain continues: {' '.join(str(e).split())}", stacklevel=3)
+        except Exception as e:  # MlflowException, connection errors (an unguarded client)
+            _fail(self.client, e)
 
     def metric(self, key: str, value: float) -> None:
         self._safely("log_metric", key, float(value))
@@ -284,24 +549,24 @@ class StageRun:
 def stage_run(engine: Engine | None, name: str, params: Mapping | None = None) -> Iterator[StageRun]:
     """A run nested under the run that ``--tracking mlflow`` opened for ``engine``.
 
-    Yields a `StageRun` (a no-op one when the engine is not tracked). The nested run ends
-    FINISHED, or FAILED when the stage raises.
+    Yields a `StageRun` (a no-op one when the engine is not tracked, or tracking has failed).
+    The nested run ends FINISHED, or FAILED when the stage raises.
     """
     handler = _mlflow_handler(engine)
     stage = StageRun()
     if handler is not None and handler.cur_run is not None:
+        client = handler.client
         try:
             parent = handler.cur_run.info.run_id
-            run = handler.client.create_run(handler.experiment.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent})
-            stage = StageRun(handler.client, run.info.run_id)
-            _log_params(handler.client, stage.run_id, {k: str(v) for k, v in (params or {}).items()})
+            run = client.create_run(handler.experiment.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent})
+            if run is not None:
+                stage = StageRun(client, run.info.run_id)
+                _log_params(client, stage.run_id, {k: str(v) for k, v in (params or {}).items()})
         except Exception as e:  # tracking must not stop the chain
-            warnings.warn(f"MLflow tracking failed, the chain continues: {' '.join(str(e).split())}", stacklevel=3)
+            _fail(client, e)
     try:
         yield stage
     except BaseException:
-        if stage.run_id:
-            stage._safely("set_terminated", "FAILED")
+        stage._safely("set_terminated", "FAILED")
         raise
-    if stage.run_id:
-        stage._safely("set_terminated", "FINISHED")
+    stage._safely("set_terminated", "FINISHED")

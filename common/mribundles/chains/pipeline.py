@@ -24,14 +24,17 @@ from mribundles.handlers.pipeline_overview import save_pipeline_png
 from mribundles.io.atomic import atomic_path
 from mribundles.io.images import write_image
 from mribundles.metrics.registration import registration_report
+from mribundles.report import StageEvents, announce_stage
 from mribundles.tracking import bundle_params, stage_run
 
 __all__ = ["PipelineChain"]
 
 
 @contextmanager
-def _timed(engine: Engine | None, name: str, params: dict):
-    """A stage's nested run (`tracking.stage_run`) that also logs the stage's seconds."""
+def _timed(engine: Engine | None, name: str, params: dict, stages: list[str]):
+    """A stage's nested run (`tracking.stage_run`) that also logs the stage's seconds; the stage
+    is announced to the engine's handlers as ``name``'s place in ``stages``."""
+    announce_stage(engine, name, stages.index(name) + 1, len(stages))
     with stage_run(engine, name, params) as run:
         start = time.perf_counter()
         yield run
@@ -80,8 +83,16 @@ class PipelineChain:
         self.voxel_size = tuple(voxel_size)
 
     def engine(self) -> Engine:
-        """An ignite engine whose items are studies (``{"kspace": file}``)."""
-        return Engine(self.process)
+        """An ignite engine whose items are studies (``{"kspace": file}``), firing
+        `mribundles.report.StageEvents` as each stage starts (a progress bar shows them)."""
+        engine = Engine(self.process)
+        engine.register_events(*StageEvents)
+        return engine
+
+    def stage_names(self) -> list[str]:
+        """The stages this chain runs, in order."""
+        optional = (("super-resolution", self.sr), ("segmentation", self.seg), ("registration", self.reg))
+        return ["reconstruction", *(name for name, stage in optional if stage is not None)]
 
     def process(self, engine: Engine | None, item: dict) -> dict:
         kspace_file = item["kspace"]
@@ -94,20 +105,21 @@ class PipelineChain:
         bundle's outputs or None, the stage runs by key). Nothing leaves the device here."""
         images: dict[str, torch.Tensor] = {}
         runs = {}
+        stages = self.stage_names()
         affine = kspace_affine(kspace_file, self.voxel_size)
-        with _timed(engine, "reconstruction", self.recon.lineage(kspace_file)) as runs["recon"]:
+        with _timed(engine, "reconstruction", self.recon.lineage(kspace_file), stages) as runs["recon"]:
             images["recon"] = volume = self.recon(kspace_file, affine.to(self.recon.device))
         if self.sr is not None:
-            with _timed(engine, "super-resolution", bundle_params(self.sr.root)) as runs["sr"]:
+            with _timed(engine, "super-resolution", bundle_params(self.sr.root), stages) as runs["sr"]:
                 images["sr"] = volume = self.sr(volume)
         labels = None
         if self.seg is not None:
-            with _timed(engine, "segmentation", bundle_params(self.seg.root)) as runs["seg"]:
+            with _timed(engine, "segmentation", bundle_params(self.seg.root), stages) as runs["seg"]:
                 labels, _ = self.seg(volume)
             images["seg"] = labels
         registered = None
         if self.reg is not None:
-            with _timed(engine, "registration", {**bundle_params(self.reg.root), "fixed_file": self.reg.fixed_file}) as runs["reg"]:
+            with _timed(engine, "registration", {**bundle_params(self.reg.root), "fixed_file": self.reg.fixed_file}, stages) as runs["reg"]:
                 registered = self.reg(volume, labels)
         return images, registered, runs
 

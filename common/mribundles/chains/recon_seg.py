@@ -21,6 +21,7 @@ from mribundles.chains.stages import ReconStage, SegStage
 from mribundles.errors import InvalidInputError
 from mribundles.handlers.seg_overlay import save_overlay_png
 from mribundles.io.images import write_image
+from mribundles.report import StageEvents, announce_stage
 from mribundles.tracking import bundle_params, stage_run
 
 __all__ = ["ReconSegChain", "check_compatible", "kspace_affine"]
@@ -92,19 +93,24 @@ class ReconSegChain:
 
     def engine(self) -> Engine:
         """An ignite engine whose items are studies (``{"kspace": file}``): bundle handlers and
-        ``--tracking mlflow`` attach to it as to any MONAI evaluator."""
-        return Engine(self.process)
+        ``--tracking mlflow`` attach to it as to any MONAI evaluator. It fires
+        `mribundles.report.StageEvents` as each stage starts (a progress bar shows them)."""
+        engine = Engine(self.process)
+        engine.register_events(*StageEvents)
+        return engine
 
     def process(self, engine: Engine | None, item: dict) -> dict:
         kspace_file = item["kspace"]
         stem = Path(kspace_file).name.split(".")[0]
         affine = kspace_affine(kspace_file, self.voxel_size)
 
+        announce_stage(engine, "reconstruction", 1, 2)
         with stage_run(engine, "reconstruction", self.recon.lineage(kspace_file)) as recon_run:
             start = time.perf_counter()
             volume = self.recon(kspace_file, affine.to(self.recon.device))
             recon_run.metric("seconds", time.perf_counter() - start)
 
+        announce_stage(engine, "segmentation", 2, 2)
         with stage_run(engine, "segmentation", bundle_params(self.seg.root)) as seg_run:
             start = time.perf_counter()
             labels, (net_image, net_labels) = self.seg(volume)

@@ -3,6 +3,7 @@
 from mribundles.handlers.recon_metric import ReconMetric
 from mribundles.handlers.registration_report import RegistrationReport, save_registration_png
 from mribundles.handlers.recon_writer import ReconstructionWriter, save_comparison_png, slice_names
+from mribundles.handlers.run_report import RunReport
 from mribundles.handlers.seg_overlay import SegmentationOverlayWriter, save_overlay_png
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "ReconMetric",
     "ReconstructionWriter",
     "RegistrationReport",
+    "RunReport",
     "SegmentationOverlayWriter",
     "save_comparison_png",
     "save_overlay_png",
