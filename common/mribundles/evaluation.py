@@ -43,6 +43,7 @@ from mribundles.metrics import nmse, psnr, ssim
 from mribundles.physics.coils import rss
 from mribundles.physics.fft import ifft2c
 from mribundles.physics.masks import MASK_KINDS, mask_from_kspace
+from mribundles.report import progress
 
 __all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon", "load_recon_bundle", "require_fully_sampled"]
 
@@ -231,7 +232,8 @@ def evaluate_recon(
     images, seconds = {m: [] for m in methods}, {m: 0.0 for m in methods}
     oracle_images, oracle_seconds = {lam: [] for lam in oracle_grid}, 0.0
     targets = []
-    for target, item, naive_image, cs_image in slices(items, kspace_file, preprocessing, settings):
+    for target, item, naive_image, cs_image in progress(slices(items, kspace_file, preprocessing, settings), "slice",
+                                                        total=len(items), desc=name):
         targets.append(target)
         start = time.perf_counter()
         images[name].append(_run_network(item, prepare_batch, network, postprocessing, torch_device))

@@ -22,6 +22,7 @@ from monai.data import MetaTensor
 
 from mribundles.chains.recon_seg import kspace_affine
 from mribundles.chains.stages import ReconStage, SegStage, find_bundle
+from mribundles.report import progress
 
 __all__ = ["acceleration_budget", "chain_settings", "format_budget_table", "plot_budget"]
 
@@ -91,7 +92,7 @@ def acceleration_budget(
 
     truth = None if label_file is None else one_hot(_labels_on_grid(label_file, reference_labels)[None].long(), num_classes)
     rows = []
-    for acceleration in accelerations:
+    for acceleration in progress(list(accelerations), "acceleration", desc="acceleration budget"):
         recon = ReconStage(recon_name, torch_device, mask=mask, acceleration=acceleration,
                            center_fraction=0.32 / acceleration, seed=seed, weights=recon_weights)
         volume = recon(kspace_file, affine.to(torch_device))

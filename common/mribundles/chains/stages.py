@@ -23,6 +23,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from mribundles.bundles import bundle_root, load_inference, read_metadata
+from mribundles.report import progress
 
 __all__ = ["ReconStage", "RegStage", "SegStage", "SuperResStage", "batch_size_for", "find_bundle", "optional_stage"]
 
@@ -121,7 +122,8 @@ class ReconStage:
 
         dataset = Dataset(kspace_slices(kspace_file), self.preprocessing)
         batch_size = self._batch_size(dataset)
-        slices = [self._reconstruct(batch) for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)]
+        batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+        slices = [self._reconstruct(batch) for batch in progress(batches, "batch", desc="reconstruction")]
         volume = torch.cat(slices).permute(2, 1, 0)  # (slice, ky, kx) -> (kx, ky, slice)
         return MetaTensor(volume[None], affine=affine, meta={"filename_or_obj": str(kspace_file)})
 
