@@ -137,7 +137,8 @@ class RecurrentVarNet(nn.Module):
         scale of the input k-space. The input is divided by the zero-filled image's maximum
         and the output multiplied back (every other operation is linear in the data, so the
         network is scale-equivariant), because recurrent units, unlike VarNet's normalised
-        U-Nets, see the image at its own scale.
+        U-Nets, see the image at its own scale. `forward_kspace` returns the multi-coil k-space
+        behind it.
     """
 
     def __init__(self, num_steps: int = 8, hidden_chans: int = 16, num_layers: int = 3, sens_chans: int = 4, sens_pools: int = 4):
@@ -147,6 +148,20 @@ class RecurrentVarNet(nn.Module):
         self.steps = nn.ModuleList(RecurrentVarNetStep(hidden_chans, num_layers) for _ in range(num_steps))
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        kspace, scale = self._unrolled(masked_kspace, mask)
+        return rss(ifft2c(kspace)).unsqueeze(1) * scale
+
+    @torch.jit.export
+    def forward_kspace(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The reconstructed multi-coil k-space, complex (B, coil, ky, kx) on the input's scale,
+        of which `forward` returns the RSS image; for losses on k-space samples (SSDU)."""
+        kspace, scale = self._unrolled(masked_kspace, mask)
+        return kspace * scale
+
+    def _unrolled(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unrolled steps on the normalised k-space -> (its result (B, coil, ky, kx), the
+        normalising scale (B, 1, 1, 1)). The scale is applied by the caller, after the RSS in
+        `forward`, so that `forward` stays what it always computed."""
         mask = mask.to(torch.bool).expand(masked_kspace.shape[0], mask.shape[-2], mask.shape[-1])
         scale = rss(ifft2c(masked_kspace)).flatten(1).amax(1).clamp_min(1e-12).reshape(-1, 1, 1, 1)
         ref_kspace = masked_kspace / scale
@@ -156,4 +171,4 @@ class RecurrentVarNet(nn.Module):
         kspace = ref_kspace
         for step in self.steps:
             kspace, hidden = step(kspace, ref_kspace, coil_mask, sens_maps, hidden)
-        return rss(ifft2c(kspace)).unsqueeze(1) * scale
+        return kspace, scale

@@ -76,7 +76,7 @@ class VarNet(nn.Module):
 
     Output:
         float (B, 1, ky, kx): root-sum-of-squares of the reconstructed coil images, on the
-        scale of the input k-space.
+        scale of the input k-space. `forward_kspace` returns the multi-coil k-space behind it.
     """
 
     def __init__(self, num_cascades: int = 12, chans: int = 18, pools: int = 4, sens_chans: int = 8, sens_pools: int = 4):
@@ -85,10 +85,16 @@ class VarNet(nn.Module):
         self.cascades = nn.ModuleList(VarNetCascade(chans, pools) for _ in range(num_cascades))
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return rss(ifft2c(self.forward_kspace(masked_kspace, mask))).unsqueeze(1)
+
+    @torch.jit.export
+    def forward_kspace(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The reconstructed multi-coil k-space, complex (B, coil, ky, kx), of which `forward`
+        returns the RSS image; for losses on k-space samples (SSDU)."""
         mask = mask.to(torch.bool).expand(masked_kspace.shape[0], mask.shape[-2], mask.shape[-1])
         sens_maps = self.sens_net(masked_kspace, mask)
         coil_mask = mask.unsqueeze(1)
         kspace = masked_kspace
         for cascade in self.cascades:
             kspace = cascade(kspace, masked_kspace, coil_mask, sens_maps)
-        return rss(ifft2c(kspace)).unsqueeze(1)
+        return kspace
