@@ -74,12 +74,14 @@ def check_one_epoch_trains(bundle: Path, override: dict, iterations: int = 2) ->
     return train
 
 
-def check_train_and_evaluate(bundle: Path, dataset: Path, tmp_path: Path, train_override: dict | None = None) -> None:
-    """check_properties() is empty; one epoch trains, validates and saves; evaluate reloads.
-    ``train_override``: more ids, e.g. the training data engine's folder and epoch length."""
+def check_train_and_evaluate(bundle: Path, dataset: Path, tmp_path: Path, train_override: dict | None = None,
+                             iterations: int = 2) -> None:
+    """check_properties() is empty; one epoch of ``iterations`` trains, validates and saves;
+    evaluate reloads. ``train_override``: more ids, e.g. the training data engine's folder and
+    epoch length."""
     override = {"dataset_dir": str(dataset), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
                 "max_epochs": 1, "val_interval": 1, "device": "$torch.device('cpu')", **(train_override or {})}
-    check_one_epoch_trains(bundle, override).finalize()
+    check_one_epoch_trains(bundle, override, iterations).finalize()
 
     evaluate = workflow(bundle, ["train.json", "evaluate.json"], "eval", **{**override, "acceleration": 8, "center_fraction": 0.04})
     assert evaluate.check_properties() == []
@@ -136,14 +138,14 @@ def run_multi_gpu_train(bundle: Path, tmp_path: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def check_multi_process_train(bundle: Path, dataset: Path, tmp_path: Path, *args: str) -> None:
+def check_multi_process_train(bundle: Path, dataset: Path, tmp_path: Path, *args: str, iterations_per_rank: int = 1) -> None:
     """The multi-GPU overlay under torchrun with two CPU processes (gloo): both ranks train,
     rank 0 alone logs and saves, and the saved weights load into the plain network. ``args``:
     more overrides."""
     log = run_multi_gpu_train(bundle, tmp_path, "--dataset_dir", str(dataset), "--max_epochs", "1", "--val_interval", "1", *args)
     # Both ranks train (ignite's own log line comes twice); StatsHandler runs on rank 0 only.
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2
-    assert log.count("-- train_loss:") == 1 and log.count("Epoch[1] Metrics --") == 1
+    assert log.count("-- train_loss:") == iterations_per_rank and log.count("Epoch[1] Metrics --") == 1
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     wf = workflow(bundle, ["inference.json"], "infer")
     wf.parser.get_parsed_content("network_def").load_state_dict(state)

@@ -25,8 +25,9 @@ from bundle_checks import (
 
 RECON_BUNDLES = ["brain_mri_recon_varnet", "brain_mri_recon_rvn", "brain_mri_recon_unet"]
 BUNDLES = [pytest.param(REPO / "bundles" / name, id=name) for name in RECON_BUNDLES]
-# Bundles whose train.json draws from the training data engine (mribundles.synth) rather than
-# k-space files: their tests point it at the shipped label map, two small examples per epoch.
+# Bundles whose train.json draws from the training data engine (mribundles.synth) as well as from
+# k-space files: their tests point it at the shipped label map, two small examples per epoch
+# beside the tiny dataset's two training slices.
 ENGINE_TRAINED = {"brain_mri_recon_varnet", "brain_mri_recon_rvn"}
 SMALL_ACQUISITIONS = {"coils": [4], "phase_encodes": [48, 64], "max_pixels": 64 * 64}
 
@@ -67,7 +68,8 @@ def test_shipped_weights_load_into_network(bundle):
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_train_one_epoch_then_evaluate(bundle, tiny_recon_dataset, tiny_synth_root, tmp_path):
-    check_train_and_evaluate(bundle, tiny_recon_dataset, tmp_path, engine_override(bundle, tiny_synth_root))
+    override = engine_override(bundle, tiny_synth_root)
+    check_train_and_evaluate(bundle, tiny_recon_dataset, tmp_path, override, iterations=2 + override.get("examples_per_epoch", 0))
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
@@ -82,8 +84,11 @@ def test_inference_with_overridden_file_and_mask(bundle, tiny_recon_dataset, tmp
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_multi_gpu_overlay_trains_with_two_processes(bundle, tiny_recon_dataset, tiny_synth_root, tmp_path):
-    extra = [arg for key, value in engine_override(bundle, tiny_synth_root).items() for arg in (f"--{key}", json.dumps(value))]
-    check_multi_process_train(bundle, tiny_recon_dataset, tmp_path, *extra)
+    override = engine_override(bundle, tiny_synth_root)
+    extra = [arg for key, value in override.items() for arg in (f"--{key}", json.dumps(value))]
+    # Two ranks share the epoch's items: the two training slices and the engine's examples.
+    check_multi_process_train(bundle, tiny_recon_dataset, tmp_path, *extra,
+                              iterations_per_rank=(2 + override.get("examples_per_epoch", 0)) // 2)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
