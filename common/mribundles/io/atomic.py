@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mribundles.errors import InvalidInputError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -22,11 +24,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (``mkstemp`` files are 0600).
 
     On an exception in the body the temporary folder is removed and ``path`` is untouched.
-    Parent folders of ``path`` are created. Only the file named ``path`` is moved: writers that
-    add sibling files (``.mhd`` + ``.raw``) need one ``atomic_path`` per file.
+    Parent folders of ``path`` are created; a folder at ``path``, or a file where one of its
+    folders must be, raises ``InvalidInputError`` before anything is written. Only the file
+    named ``path`` is moved: writers that add sibling files (``.mhd`` + ``.raw``) need one
+    ``atomic_path`` per file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InvalidInputError("is a folder, not a file: cannot write over it", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a file sits where a folder must be
+        raise InvalidInputError(f"cannot create its folder {path.parent}: a file is in the way", path) from exc
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         tmp = tmp_dir / path.name

@@ -65,6 +65,8 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray]:
             f"cannot read image (corrupt or truncated): {one_line(exc)}", path
         ) from exc
     require_finite(array, path, "image")
+    if not np.isfinite(affine).all() or np.linalg.matrix_rank(affine[:3, :3]) < 3:
+        raise InvalidInputError("affine is singular or not finite: voxels have no position in space", path)
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), affine
 
 

@@ -64,7 +64,7 @@ def load_kspace(path: str | os.PathLike, key: str = "kspace", slice_index: int |
 
     Raises:
         InvalidInputError: missing, unreadable, truncated or corrupt file; a radial file;
-            real dtype; not 3D/4D; empty; NaN or Inf.
+            real dtype; not 3D/4D; empty; all zeros; NaN or Inf; values so large the FFT overflows.
     """
     path = Path(path)
     kind = _format(path)

@@ -65,4 +65,12 @@ def as_kspace_tensor(array: np.ndarray, path: str | os.PathLike | None) -> torch
     if array.size == 0:
         raise InvalidInputError(f"k-space is empty (shape {tuple(array.shape)})", path)
     require_finite(array, path, "k-space")
+    # All-zero k-space is not refused here: a slice outside the head in a multi-slice file is
+    # legitimately empty, and the methods that need signal say so themselves.
+    peak = float(np.abs(array).max())
+    # The Fourier transform sums ky * kx samples: beyond this bound complex64 overflows to Inf.
+    limit = float(np.finfo(np.float32).max) / (array.shape[-2] * array.shape[-1])
+    if peak > limit:
+        raise InvalidInputError(f"k-space magnitude {peak:.3g} exceeds {limit:.3g}: the Fourier transform "
+                                "would overflow complex64", path)
     return torch.from_numpy(np.array(array, dtype=np.complex64, order="C", copy=True))

@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from mribundles.errors import InvalidInputError
+from mribundles.io.validation import one_line
 
 __all__ = [
     "CONTRASTS",
@@ -83,7 +84,7 @@ def load_label_map(path: str | os.PathLike, image_shape: tuple[int, ...] | None 
     except FileNotFoundError:
         raise InvalidInputError("label map not found", path) from None
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise InvalidInputError(f"not a readable NIfTI label map ({type(exc).__name__}: {exc})", path) from None
+        raise InvalidInputError(f"not a readable NIfTI label map ({one_line(exc)})", path) from None
     if data.ndim != 3:
         raise InvalidInputError(f"label map must be 3D, got shape {data.shape}", path)
     if image_shape is not None and tuple(data.shape) != tuple(image_shape):
