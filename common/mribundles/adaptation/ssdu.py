@@ -273,7 +273,7 @@ def adapt(
         seed: seeds the held-out sets, the splits and the order of the scans.
         network_input: "kspace" (network(kspace, mask)) or "zero_filled" (network(RSS image)),
             for networks that return only a magnitude (`models.kspace_model`).
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (only on a terminal, `report.progress_enabled`).
 
     Returns:
         AdaptationResult.
@@ -281,7 +281,9 @@ def adapt(
     Raises:
         ValueError: a scan with too few samples outside its calibration centre to split.
     """
-    from tqdm.auto import tqdm  # a dependency of sigpy
+    from tqdm.auto import tqdm
+
+    from mribundles.report import progress_enabled
 
     model = network if isinstance(network, KspaceModel) else kspace_model(network, network_input)
     device = next(model.network.parameters()).device
@@ -294,7 +296,7 @@ def adapt(
     best_loss = start_loss = holdout_loss(model, data, holdouts)
     best_step, best_state, history, waited = 0, _snapshot(model.network), [(0, start_loss)], 0
     order: list[int] = []
-    bar = tqdm(total=steps, desc="SSDU adaptation", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc="SSDU adaptation", disable=not (progress and progress_enabled()), leave=False)
     bar.set_postfix(holdout=f"{start_loss:.4f}")
     step = 0
     for step in range(1, steps + 1):
