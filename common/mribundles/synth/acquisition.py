@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from monai.networks.layers import GaussianFilter
 from torch.nn import functional as F
 
 from mribundles.physics.coil_loops import loop_sensitivities, plane_points
@@ -146,7 +147,26 @@ def simulate_acquisition(
         info: the drawn parameters (coils, matrix, pixel size in mm, oversampling, snr).
     """
     r = ranges or AcquisitionRanges()
-    # Matrix and field of view. The readout is axis 0 (rows), phase-encode axis 1 (columns).
+    shape, pixel, oversampling = _draw_matrix(r, generator)
+    magnitude = _place_object(image, spacing, shape, pixel, r, generator)
+    inside = magnitude > 0.1 * magnitude.amax().clamp_min(1e-6)
+    maps = _receive_maps(inside, pixel, r, generator)
+
+    phase_order = int(torch.randint(1, r.max_phase_order + 1, (), generator=generator))
+    coil_images = maps * (magnitude * smooth_phase(shape, generator, phase_order))[None]
+
+    # Noise in the image domain, which a unitary FFT carries to k-space unchanged in level.
+    snr = math.exp(_uniform(generator, math.log(r.snr[0]), math.log(r.snr[1])))
+    signal = rss(coil_images, dim=0)[inside].mean() if inside.any() else rss(coil_images, dim=0).mean()
+    sigma = float(signal) / snr / math.sqrt(maps.shape[0])
+    noisy = coil_images + sigma * correlated_noise(tuple(coil_images.shape), generator, r.max_noise_correlation)
+    info = {"coils": maps.shape[0], "matrix": shape, "pixel_mm": pixel, "readout_oversampling": oversampling, "snr": snr}
+    return fft2c(noisy).to(torch.complex64), info
+
+
+def _draw_matrix(r: AcquisitionRanges, generator: torch.Generator) -> tuple[tuple[int, int], tuple[float, float], int]:
+    """The acquisition's matrix (readout rows, phase-encode columns; even sizes, the readout
+    oversampled or not), its pixel size in mm, and the oversampling factor."""
     pe = _even(_uniform(generator, *r.phase_encodes))
     ro = _even(pe * _uniform(generator, *r.readout_aspect))
     oversampling = 2 if float(torch.rand((), generator=generator)) < r.readout_oversampling else 1
@@ -154,26 +174,33 @@ def simulate_acquisition(
     pe, ro = _even(pe * shrink), _even(ro * shrink)
     fov_pe = _uniform(generator, *r.fov_mm)
     pixel = (fov_pe / pe * _uniform(generator, *r.pixel_aspect), fov_pe / pe)
-    shape = (oversampling * ro, pe)
+    return (oversampling * ro, pe), pixel, oversampling
 
-    # The object: a random orientation, flip, scale and smooth deformation, in one resampling.
+
+def _place_object(image: torch.Tensor, spacing: tuple[float, float], shape: tuple[int, int], pixel: tuple[float, float],
+                  r: AcquisitionRanges, generator: torch.Generator) -> torch.Tensor:
+    """``image`` on the acquisition's grid at a random orientation (a multiple of 90 degrees and
+    a small rotation), flip, scale and smooth deformation, in one resampling; blurred first where
+    the new pixels are coarser than the source's (anti-aliasing)."""
     quarter = int(torch.randint(4, (), generator=generator))
     turn = torch.tensor([[0.0, -1.0], [1.0, 0.0]]).matrix_power(quarter)
     matrix = turn @ random_matrix(2, generator, r.max_rotation_deg, r.scale, max_shear=0.03)
     displacement = smooth_displacement(shape, generator, r.max_displacement_mm)
-    # Blur first where the new pixels are coarser than the source's (anti-aliasing).
     ratio = [p / s for p, s in zip(pixel, spacing)]
     source = image.to(torch.float32)
     if max(ratio) > 1.2:
-        from monai.networks.layers import GaussianFilter
-
         source = GaussianFilter(2, [max(0.4 * q, 1e-3) for q in ratio])(source[None, None])[0, 0]
     grid = warp_grid(shape, pixel, tuple(image.shape), spacing, torch.linalg.inv(matrix), displacement=displacement)
-    magnitude = sample(source, grid).clamp_min(0)
+    return sample(source, grid).clamp_min(0)
 
-    # Coils from loops around the head, computed on a coarse grid (they are smooth) and upsampled.
+
+def _receive_maps(inside: torch.Tensor, pixel: tuple[float, float], r: AcquisitionRanges,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Sensitivities (coil, H, W) of a random loop array around the object ``inside`` (bool
+    (H, W)), computed on a coarse grid (they are smooth), upsampled, and scaled to a median RSS
+    of 1 over the object."""
+    shape = tuple(inside.shape)
     num_coils = r.coils[int(torch.randint(len(r.coils), (), generator=generator))]
-    inside = magnitude > 0.1 * magnitude.amax().clamp_min(1e-6)
     centres, normals, radii = random_coil_array(num_coils, generator, object_extent(inside, pixel))
     coarse = (max(8, shape[0] // 4), max(8, shape[1] // 4))
     coarse_spacing = (shape[0] * pixel[0] / coarse[0], shape[1] * pixel[1] / coarse[1])
@@ -182,15 +209,4 @@ def simulate_acquisition(
         F.interpolate(torch.view_as_real(maps).permute(0, 3, 1, 2), size=shape, mode="bicubic", align_corners=False)
         .permute(0, 2, 3, 1).contiguous()
     )
-    maps = maps / rss(maps, dim=0)[inside].median().clamp_min(1e-12) if inside.any() else maps
-
-    phase_order = int(torch.randint(1, r.max_phase_order + 1, (), generator=generator))
-    coil_images = maps * (magnitude * smooth_phase(shape, generator, phase_order))[None]
-
-    # Noise in the image domain, which a unitary FFT carries to k-space unchanged in level.
-    snr = math.exp(_uniform(generator, math.log(r.snr[0]), math.log(r.snr[1])))
-    signal = rss(coil_images, dim=0)[inside].mean() if inside.any() else rss(coil_images, dim=0).mean()
-    sigma = float(signal) / snr / math.sqrt(num_coils)
-    noisy = coil_images + sigma * correlated_noise(tuple(coil_images.shape), generator, r.max_noise_correlation)
-    info = {"coils": num_coils, "matrix": shape, "pixel_mm": pixel, "readout_oversampling": oversampling, "snr": snr}
-    return fft2c(noisy).to(torch.complex64), info
+    return maps / rss(maps, dim=0)[inside].median().clamp_min(1e-12) if inside.any() else maps
