@@ -6,6 +6,7 @@ tests/test_recon_bundles.py runs each of them for every reconstruction bundle.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -297,3 +298,22 @@ def no_host_copies_or_files():
     finally:
         torch.Tensor.cpu, torch.Tensor.numpy = original["cpu"], original["numpy"]
         builtins.open, torch.save = original["open"], original["save"]
+
+
+def shrunk_varnet_bundle(folder: Path, **sizes: int) -> Path:
+    """A copy of the VarNet bundle's configs in ``folder`` with its ``network_def`` shrunk to
+    ``sizes`` and untrained weights (seed 0) of exactly that network, for tests that need a
+    reconstruction bundle but not its quality. Returns ``folder``."""
+    from monai.bundle import ConfigParser
+
+    shutil.copytree(REPO / "bundles" / "brain_mri_recon_varnet" / "configs", folder / "configs")
+    (folder / "models").mkdir()
+    config_file = folder / "configs" / "inference.json"
+    config = json.loads(config_file.read_text())
+    config["network_def"].update(sizes)
+    config_file.write_text(json.dumps(config, indent=4))
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
+    return folder

@@ -29,7 +29,6 @@ Cases already covered elsewhere belong to the catalogue but are not repeated her
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_kspace
 from mribundles.errors import InvalidInputError
 from mribundles.io import (
     kspace_shape,
@@ -52,12 +52,6 @@ from mribundles.io import (
 from mribundles.physics import fft2c, ifft2c
 from mribundles.synth import load_label_map
 from mribundles.transforms import LoadVolumed
-
-
-def _kspace(*shape: int, seed: int = 0) -> np.ndarray:
-    """Random complex64 k-space of ``shape``."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -88,20 +82,20 @@ _RNG_BYTES = np.random.default_rng(7).bytes(4096)
 
 
 def _npy(path: Path) -> None:
-    np.save(path, _kspace(2, 3, 8, 6))
+    np.save(path, random_kspace(2, 3, 8, 6))
 
 
 def _fastmri(path: Path) -> None:
-    write_fastmri(path, _kspace(2, 3, 8, 6))
+    write_fastmri(path, random_kspace(2, 3, 8, 6))
 
 
 def _ismrmrd(path: Path) -> None:
-    write_ismrmrd(path, _kspace(2, 3, 8, 6))
+    write_ismrmrd(path, random_kspace(2, 3, 8, 6))
 
 
 def _bart(path: Path) -> None:
     """BART (kx, ky, 1, coil, 1, ..., slice) = (6, 8, 1, 3, ..., 2): its header's last size is 2."""
-    save_kspace(path.with_suffix(".cfl"), _kspace(2, 3, 8, 6))
+    save_kspace(path.with_suffix(".cfl"), random_kspace(2, 3, 8, 6))
 
 
 def _half(path: Path) -> None:
@@ -182,18 +176,18 @@ def test_broken_kspace_file_is_refused(tmp_path, build, named, words, readers):
 
 # --- k-space content: the file reads, what it holds is unusable -------------------------------------
 
-_INF = _kspace(2, 8, 8)
+_INF = random_kspace(2, 8, 8)
 _INF[1, 2, 3] = np.inf + 0j
-_NAN_4D = _kspace(1, 2, 8, 8)
+_NAN_4D = random_kspace(1, 2, 8, 8)
 _NAN_4D[0, 1, 4, 4] = np.nan
 # 1e38 is a finite complex64, but an 8 x 8 Fourier transform sums 64 of them: Inf, then NaN.
 _HUGE = np.full((2, 8, 8), 1e38 + 1e38j, np.complex64)
 
 # (id, array, words). Real, 2D and zero-coil 3D .npy and NaN .npy/fastMRI are in tests/test_io.py.
 BAD_CONTENT = [
-    ("1d", _kspace(16), ["has 1 dimensions"]),
-    ("2d", _kspace(8, 8), ["has 2 dimensions"]),
-    ("5d", _kspace(1, 1, 2, 4, 4), ["has 5 dimensions"]),
+    ("1d", random_kspace(16), ["has 1 dimensions"]),
+    ("2d", random_kspace(8, 8), ["has 2 dimensions"]),
+    ("5d", random_kspace(1, 1, 2, 4, 4), ["has 5 dimensions"]),
     ("zero-coils-4d", np.zeros((1, 0, 8, 8), np.complex64), ["empty"]),
     ("zero-slices-4d", np.zeros((0, 2, 8, 8), np.complex64), ["empty"]),
     ("real-float64", np.ones((1, 2, 4, 4)), ["real-valued (dtype float64)"]),
@@ -241,7 +235,7 @@ def test_writers_refuse_overflowing_kspace_and_write_nothing(tmp_path):
 def test_an_all_zero_slice_is_accepted(tmp_path):
     """A slice outside the head of a multi-slice file holds no signal and is no error: it loads as
     stored (the CS baseline and the evaluation refuse 'no signal' where they need one)."""
-    kspace = np.stack([_kspace(2, 8, 8), np.zeros((2, 8, 8), np.complex64)])
+    kspace = np.stack([random_kspace(2, 8, 8), np.zeros((2, 8, 8), np.complex64)])
     path = tmp_path / "k.npy"
     np.save(path, kspace)
     assert torch.equal(load_kspace(path, slice_index=1), torch.zeros(2, 8, 8, dtype=torch.complex64))
@@ -262,7 +256,7 @@ def test_largest_accepted_kspace_transforms_without_overflow(tmp_path):
 @pytest.mark.parametrize("shape", [(2, 7, 9), (1, 3, 5, 11)], ids=["odd-ky-kx", "odd-with-slices"])
 def test_odd_matrix_sizes_are_accepted_and_round_trip(tmp_path, shape):
     """Odd matrices are not refused: they load as stored and the centred FFT inverts exactly."""
-    kspace = _kspace(*shape)
+    kspace = random_kspace(*shape)
     for suffix in (".npy", ".h5"):
         path = tmp_path / f"odd{suffix}"
         expected = kspace if suffix == ".npy" or len(shape) == 4 else kspace[None]  # fastMRI is 4D
@@ -366,8 +360,8 @@ def test_bad_label_map_is_refused(tmp_path, build, words):
 
 # --- writers: a folder where the file goes, a file where the folder goes ---------------------------
 
-_K = _kspace(2, 8, 8)
-_K4 = _kspace(1, 2, 8, 8)
+_K = random_kspace(2, 8, 8)
+_K4 = random_kspace(1, 2, 8, 8)
 WRITERS = [
     ("save_kspace-npy", "out.npy", lambda p: save_kspace(p, _K)),
     ("save_kspace-h5", "out.h5", lambda p: save_kspace(p, _K)),

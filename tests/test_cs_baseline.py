@@ -9,15 +9,14 @@ seed 0; 1D masks choose phase-encode columns, the last axis of this file).
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bundle_checks import shrunk_varnet_bundle
 from mribundles import sample_data
 from mribundles.baselines.cs import (
     ORACLE_FACTORS,
@@ -33,7 +32,6 @@ from mribundles.metrics import psnr
 from mribundles.physics import ifft2c, make_mask, rss
 
 INVIVO = "pulseq_invivo_brain_16ch_ksp.npy"
-VARNET = Path(__file__).resolve().parents[1] / "bundles" / "brain_mri_recon_varnet"
 CS_ITERS = 30  # enough for the margins asserted here (measured: see each test)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -79,20 +77,7 @@ def test_espirit_maps_have_unit_rss_and_the_setting_picks_the_tuned_lamda(invivo
 def bundle(tmp_path_factory) -> Path:
     """The VarNet bundle's configs with a tiny untrained network (evaluate_recon needs a bundle;
     only the baselines are under test here)."""
-    from monai.bundle import ConfigParser
-
-    folder = tmp_path_factory.mktemp("bundle") / "brain_mri_recon_varnet"
-    shutil.copytree(VARNET / "configs", folder / "configs")
-    (folder / "models").mkdir()
-    config_file = folder / "configs" / "inference.json"
-    config = json.loads(config_file.read_text())
-    config["network_def"].update(num_cascades=1, chans=2, sens_chans=2)
-    config_file.write_text(json.dumps(config, indent=4))
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    torch.manual_seed(0)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
-    return folder
+    return shrunk_varnet_bundle(tmp_path_factory.mktemp("bundle") / "brain_mri_recon_varnet", num_cascades=1, chans=2, sens_chans=2)
 
 
 def test_oracle_lamda_comes_from_its_grid_and_scores_at_least_the_tuned_cs(bundle):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from bundle_checks import shrunk_varnet_bundle
 from mribundles import sample_data
 from mribundles.evaluation import evaluate_recon
 from mribundles.io import save_kspace
@@ -24,7 +25,6 @@ from mribundles.metrics import nmse
 from mribundles.physics import ifft2c, make_mask, rss, simulate_multicoil_kspace
 
 REPO = Path(__file__).resolve().parents[1]
-VARNET = REPO / "bundles" / "brain_mri_recon_varnet"
 CS_ITERS = 30
 METHODS = ("brain_mri_recon_varnet", "zero-filled", "l1-wavelet")
 
@@ -49,21 +49,7 @@ def kspace_files(kspace_volume, tmp_path_factory) -> dict[str, Path]:
 def bundle(tmp_path_factory) -> Path:
     """The VarNet bundle's configs, shrunk to 2 cascades of 4 channels, with untrained weights
     of exactly that network_def (evaluate_recon builds the network from the config)."""
-    from monai.bundle import ConfigParser
-
-    folder = tmp_path_factory.mktemp("bundle") / "brain_mri_recon_varnet"
-    shutil.copytree(VARNET / "configs", folder / "configs")
-    (folder / "models").mkdir()
-    config_file = folder / "configs" / "inference.json"
-    config = json.loads(config_file.read_text())
-    config["network_def"].update(num_cascades=2, chans=4, sens_chans=2)
-    config_file.write_text(json.dumps(config, indent=4))
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    torch.manual_seed(0)
-    network = parser.get_parsed_content("network_def")
-    torch.save(network.state_dict(), folder / "models" / "model.pt")
-    return folder
+    return shrunk_varnet_bundle(tmp_path_factory.mktemp("bundle") / "brain_mri_recon_varnet", num_cascades=2, chans=4, sens_chans=2)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

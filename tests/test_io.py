@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mribundles.errors import InvalidInputError
+from helpers import bad_input, random_kspace
 from mribundles.io import (
     atomic_path,
     load_kspace,
@@ -23,34 +23,6 @@ from mribundles.io import (
     write_fastmri,
     write_image,
 )
-
-
-def _kspace(*shape: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
-
-
-def _assert_bad(path, *words: str):
-    """The call in the ``with`` block must raise InvalidInputError naming ``path`` and a word."""
-    return _BadInput(os.path.basename(path), words)
-
-
-class _BadInput:
-    def __init__(self, name, words):
-        self.name, self.words = name, words
-
-    def __enter__(self):
-        self._ctx = pytest.raises(InvalidInputError)
-        self.info = self._ctx.__enter__()
-        return self.info
-
-    def __exit__(self, *exc):
-        handled = self._ctx.__exit__(*exc)
-        message = str(self.info.value)
-        assert self.name in message, message
-        assert any(w in message.lower() for w in self.words), message
-        assert "\n" not in message
-        return handled
 
 
 # --- atomic writes ---------------------------------------------------------------------------
@@ -87,7 +59,7 @@ def test_atomic_path_leaves_nothing_when_body_raises(tmp_path):
 @pytest.mark.parametrize("name", ["k.npy", "k.cfl", "k.h5"])
 @pytest.mark.parametrize("shape", [(4, 6, 8), (3, 4, 6, 8)])
 def test_kspace_round_trip(tmp_path, name, shape):
-    k = _kspace(*shape)
+    k = random_kspace(*shape)
     save_kspace(tmp_path / name, torch.from_numpy(k))
     back = load_kspace(tmp_path / name)
     assert back.dtype == torch.complex64 and tuple(back.shape) == shape
@@ -96,7 +68,7 @@ def test_kspace_round_trip(tmp_path, name, shape):
 
 def test_cfl_layout_matches_bart(tmp_path):
     # (coil, ky, kx) is stored as BART (kx, ky, 1, coil): readout first, coils on axis 3.
-    k = _kspace(2, 3, 5)
+    k = random_kspace(2, 3, 5)
     save_kspace(tmp_path / "k", k)  # bare name = BART
     hdr = (tmp_path / "k.hdr").read_text().splitlines()
     assert hdr[0] == "# Dimensions" and hdr[1].split()[:4] == ["5", "3", "1", "2"]
@@ -109,7 +81,7 @@ def test_cfl_layout_matches_bart(tmp_path):
 
 
 def test_write_cfl_read_cfl_fortran_order(tmp_path):
-    a = _kspace(2, 3, 4)
+    a = random_kspace(2, 3, 4)
     write_cfl(tmp_path / "a", a)
     assert (tmp_path / "a.cfl").stat().st_size == a.size * 8
     np.testing.assert_array_equal(np.fromfile(tmp_path / "a.cfl", np.complex64), a.ravel("F"))
@@ -117,7 +89,7 @@ def test_write_cfl_read_cfl_fortran_order(tmp_path):
 
 
 def test_load_kspace_h5_key_and_complex128(tmp_path):
-    k = _kspace(2, 4, 4).astype(np.complex128)
+    k = random_kspace(2, 4, 4).astype(np.complex128)
     with h5py.File(tmp_path / "x.h5", "w") as hf:
         hf["other"] = k
     back = load_kspace(tmp_path / "x.h5", key="other")
@@ -129,7 +101,7 @@ def test_load_kspace_h5_key_and_complex128(tmp_path):
 
 
 def test_fastmri_round_trip_with_everything(tmp_path):
-    k = _kspace(2, 3, 8, 10)
+    k = random_kspace(2, 3, 8, 10)
     rss = np.random.default_rng(1).random((2, 8, 8)).astype(np.float32)
     mask = np.zeros(10, bool)
     mask[[0, 4, 5, 6]] = True
@@ -151,7 +123,7 @@ def test_fastmri_round_trip_with_everything(tmp_path):
 
 
 def test_fastmri_optional_parts_absent_and_single_coil(tmp_path):
-    k = _kspace(2, 4, 6)  # fastMRI single-coil layout (slice, ky, kx)
+    k = random_kspace(2, 4, 6)  # fastMRI single-coil layout (slice, ky, kx)
     with h5py.File(tmp_path / "sc.h5", "w") as hf:
         hf["kspace"] = k
     vol = read_fastmri(tmp_path / "sc.h5")
@@ -179,27 +151,27 @@ def test_minimal_ismrmrd_header_as_fastmri_reads_it():
 
 def test_missing_file(tmp_path):
     for name in ("nope.npy", "nope.h5", "nope.cfl"):
-        with _assert_bad(name, "not found"):
+        with bad_input(name, "not found"):
             load_kspace(tmp_path / name)
-    with _assert_bad("nope.nii.gz", "not found"):
+    with bad_input("nope.nii.gz", "not found"):
         read_image(tmp_path / "nope.nii.gz")
 
 
 def test_truncated_npy(tmp_path):
     path = tmp_path / "cut.npy"
-    np.save(path, _kspace(4, 8, 8))
+    np.save(path, random_kspace(4, 8, 8))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 100])
-    with _assert_bad(path, "truncated"):
+    with bad_input(path, "truncated"):
         load_kspace(path)
 
 
 def test_corrupt_h5(tmp_path):
     path = tmp_path / "junk.h5"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
-    with _assert_bad(path, "corrupt"):
+    with bad_input(path, "corrupt"):
         load_kspace(path)
-    with _assert_bad(path, "corrupt"):
+    with bad_input(path, "corrupt"):
         read_fastmri(path)
 
 
@@ -207,9 +179,9 @@ def test_h5_without_kspace(tmp_path):
     path = tmp_path / "nokspace.h5"
     with h5py.File(path, "w") as hf:
         hf["reconstruction_rss"] = np.zeros((1, 4, 4), np.float32)
-    with _assert_bad(path, "missing dataset 'kspace'"):
+    with bad_input(path, "missing dataset 'kspace'"):
         read_fastmri(path)
-    with _assert_bad(path, "missing dataset 'kspace'"):
+    with bad_input(path, "missing dataset 'kspace'"):
         load_kspace(path)
 
 
@@ -225,21 +197,21 @@ def test_h5_without_kspace(tmp_path):
 def test_bad_kspace_arrays(tmp_path, array, word):
     path = tmp_path / "bad.npy"
     np.save(path, array)
-    with _assert_bad(path, word):
+    with bad_input(path, word):
         load_kspace(path)
 
 
 def test_nan_kspace(tmp_path):
-    k = _kspace(2, 4, 4)
+    k = random_kspace(2, 4, 4)
     k[1, 2, 3] = np.nan
     np.save(tmp_path / "nan.npy", k)
-    with _assert_bad("nan.npy", "nan"):
+    with bad_input("nan.npy", "nan"):
         load_kspace(tmp_path / "nan.npy")
     with h5py.File(tmp_path / "nan.h5", "w") as hf:
         hf["kspace"] = k[None]
-    with _assert_bad("nan.h5", "nan"):
+    with bad_input("nan.h5", "nan"):
         read_fastmri(tmp_path / "nan.h5")
-    with _assert_bad("out.npy", "nan"):  # writers refuse it too, and write nothing
+    with bad_input("out.npy", "nan"):  # writers refuse it too, and write nothing
         save_kspace(tmp_path / "out.npy", k)
     assert not (tmp_path / "out.npy").exists()
 
@@ -247,31 +219,31 @@ def test_nan_kspace(tmp_path):
 def test_mask_length_mismatch(tmp_path):
     path = tmp_path / "mask.h5"
     with h5py.File(path, "w") as hf:
-        hf["kspace"] = _kspace(1, 2, 4, 10)
+        hf["kspace"] = random_kspace(1, 2, 4, 10)
         hf["mask"] = np.ones(9, bool)
-    with _assert_bad(path, "mask length"):
+    with bad_input(path, "mask length"):
         read_fastmri(path)
-    with _assert_bad("w.h5", "mask length"):
-        write_fastmri(tmp_path / "w.h5", _kspace(1, 2, 4, 10), mask=np.ones(9, bool))
+    with bad_input("w.h5", "mask length"):
+        write_fastmri(tmp_path / "w.h5", random_kspace(1, 2, 4, 10), mask=np.ones(9, bool))
     assert not (tmp_path / "w.h5").exists()
 
 
 def test_truncated_cfl(tmp_path):
-    write_cfl(tmp_path / "t", _kspace(4, 4, 1, 2))
+    write_cfl(tmp_path / "t", random_kspace(4, 4, 1, 2))
     cfl = tmp_path / "t.cfl"
     cfl.write_bytes(cfl.read_bytes()[:-8])
-    with _assert_bad(cfl, "truncated"):
+    with bad_input(cfl, "truncated"):
         load_kspace(tmp_path / "t")
     (tmp_path / "t.hdr").unlink()
-    with _assert_bad("t.hdr", "not found"):
+    with bad_input("t.hdr", "not found"):
         read_cfl(cfl)
 
 
 def test_reading_leaves_input_unchanged(tmp_path):
     paths = [tmp_path / "k.npy", tmp_path / "k.h5", tmp_path / "k.cfl", tmp_path / "k.hdr"]
-    save_kspace(paths[0], _kspace(1, 2, 4, 4))
-    write_fastmri(paths[1], _kspace(1, 2, 4, 4), mask=np.ones(4, bool), attrs={"max": 1.0})
-    save_kspace(paths[2], _kspace(2, 4, 4))
+    save_kspace(paths[0], random_kspace(1, 2, 4, 4))
+    write_fastmri(paths[1], random_kspace(1, 2, 4, 4), mask=np.ones(4, bool), attrs={"max": 1.0})
+    save_kspace(paths[2], random_kspace(2, 4, 4))
     write_image(tmp_path / "i.nii.gz", np.ones((3, 3, 3), np.float32), np.eye(4))
     paths.append(tmp_path / "i.nii.gz")
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
@@ -326,20 +298,20 @@ def test_itk_round_trip_agrees_with_nifti(tmp_path, suffix):
 def test_bad_images(tmp_path):
     corrupt = tmp_path / "junk.nii.gz"
     corrupt.write_bytes(b"not a nifti at all")
-    with _assert_bad(corrupt, "corrupt"):
+    with bad_input(corrupt, "corrupt"):
         read_image(corrupt)
     corrupt_nrrd = tmp_path / "junk.nrrd"
     corrupt_nrrd.write_bytes(b"NRRD0004\ngarbage\n")
-    with _assert_bad(corrupt_nrrd, "corrupt"):
+    with bad_input(corrupt_nrrd, "corrupt"):
         read_image(corrupt_nrrd)
     image = np.ones((3, 3, 3), np.float32)
     image[1, 1, 1] = np.nan
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "nan.nii")
-    with _assert_bad("nan.nii", "nan"):
+    with bad_input("nan.nii", "nan"):
         read_image(tmp_path / "nan.nii")
-    with _assert_bad("out.mha", "nan"):
+    with bad_input("out.mha", "nan"):
         write_image(tmp_path / "out.mha", image, np.eye(4))
     assert not (tmp_path / "out.mha").exists()
 

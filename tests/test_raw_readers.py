@@ -3,7 +3,6 @@ through the readers, the `load_kspace` dispatcher, the dataset listing and `eval
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import bad_input, random_kspace
 from mribundles import sample_data
 from mribundles.data import kspace_slices
 from mribundles.errors import InvalidInputError
@@ -36,30 +36,6 @@ TWIX = "pulseq_invivo_brain_16ch_meas_164128.dat"
 TWIX_NPY = "pulseq_invivo_brain_16ch_ksp.npy"
 SHARED_KSPACE = REPO.parent / "shared" / "data" / "kspace"
 RVN = REPO / "bundles" / "brain_mri_recon_rvn"
-
-
-class _bad:
-    """``with _bad(path, word):`` the body must raise one line of InvalidInputError naming the file."""
-
-    def __init__(self, path, *words: str):
-        self.name, self.words = os.path.basename(path), words
-
-    def __enter__(self):
-        self._ctx = pytest.raises(InvalidInputError)
-        self.info = self._ctx.__enter__()
-        return self.info
-
-    def __exit__(self, *exc):
-        handled = self._ctx.__exit__(*exc)
-        message = str(self.info.value)
-        assert self.name in message and "\n" not in message, message
-        assert any(w in message.lower() for w in self.words), message
-        return handled
-
-
-def _kspace(*shape: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
 
 
 def _oblique_affine() -> np.ndarray:
@@ -128,11 +104,11 @@ def test_bad_twix_files(tmp_path):
     empty.write_bytes(b"")
     for path, word in ((cut, "truncated"), (cut_in_header, "not a twix"), (not_twix, "not a twix"),
                        (empty, "not a readable siemens twix")):
-        with _bad(path, word):
+        with bad_input(path, word):
             load_kspace(path)
-        with _bad(path, word):
+        with bad_input(path, word):
             kspace_shape(path)
-    with _bad(tmp_path / "missing.dat", "not found"):
+    with bad_input(tmp_path / "missing.dat", "not found"):
         read_twix(tmp_path / "missing.dat")
 
 
@@ -148,7 +124,7 @@ def test_corrupt_twix_block_header_is_refused(tmp_path):
     data[middle] |= 1  # bit 0 of the evaluation mask: ACQEND
     corrupt = tmp_path / "corrupt.dat"
     corrupt.write_bytes(bytes(data))
-    with _bad(corrupt, "corrupt"):
+    with bad_input(corrupt, "corrupt"):
         read_twix(corrupt)
 
 
@@ -156,11 +132,11 @@ def test_corrupt_twix_block_header_is_refused(tmp_path):
 
 
 def test_ismrmrd_round_trip(tmp_path):
-    kspace = _kspace(3, 4, 16, 12)
+    kspace = random_kspace(3, 4, 16, 12)
     mask = np.ones((3, 12), bool)
     mask[:, [1, 3, 10]] = False  # unacquired lines in every slice
     mask[2, 5] = False  # and one more in the last slice
-    noise = _kspace(4, 2500, seed=1)  # more than one noise acquisition's worth (1024 samples each)
+    noise = random_kspace(4, 2500, seed=1)  # more than one noise acquisition's worth (1024 samples each)
     affine = _oblique_affine()
     path = tmp_path / "raw.h5"
     write_ismrmrd(path, kspace, mask=mask, affine=affine, noise=noise)
@@ -213,9 +189,9 @@ def test_ismrmrd_file_written_by_the_ismrmrd_package(tmp_path):
 
     nx, ny, center, coils = 8, 6, 2, 2  # k-space centre on line 2: rows are line - 2 + 3
     path = tmp_path / "scanner.h5"
-    lines = {0: _kspace(coils, nx, seed=10), 2: _kspace(coils, nx, seed=12), 4: _kspace(coils, nx, seed=14)}
-    second_average = _kspace(coils, nx, seed=20)
-    asymmetric = _kspace(coils, 5, seed=30)  # 5 samples, centre sample 1: fills readout 3..7
+    lines = {0: random_kspace(coils, nx, seed=10), 2: random_kspace(coils, nx, seed=12), 4: random_kspace(coils, nx, seed=14)}
+    second_average = random_kspace(coils, nx, seed=20)
+    asymmetric = random_kspace(coils, 5, seed=30)  # 5 samples, centre sample 1: fills readout 3..7
     geometry = {"read_dir": (0.0, 1.0, 0.0), "phase_dir": (1.0, 0.0, 0.0), "slice_dir": (0.0, 0.0, 1.0),
                 "position": (10.0, -20.0, 30.0)}
 
@@ -230,11 +206,11 @@ def test_ismrmrd_file_written_by_the_ismrmrd_package(tmp_path):
 
     with ismrmrd.Dataset(str(path), "dataset", mode="w") as dataset:
         dataset.write_xml_header(_header(nx, ny, center, nx // 2).encode())
-        dataset.append_acquisition(acquisition(_kspace(coils, 32, seed=1), 0, ismrmrd.ACQ_IS_NOISE_MEASUREMENT))
+        dataset.append_acquisition(acquisition(random_kspace(coils, 32, seed=1), 0, ismrmrd.ACQ_IS_NOISE_MEASUREMENT))
         for line, data in lines.items():
             dataset.append_acquisition(acquisition(data, line))
         dataset.append_acquisition(acquisition(second_average, 4))
-        dataset.append_acquisition(acquisition(_kspace(coils, nx, seed=40), 1, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION))
+        dataset.append_acquisition(acquisition(random_kspace(coils, nx, seed=40), 1, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION))
         # one discarded leading sample, then the centre (sample 2 of 6 stored) on readout index 4
         padded = np.concatenate([np.full((coils, 1), 99, np.complex64), asymmetric], axis=1)
         dataset.append_acquisition(acquisition(padded, 3, center_sample=2, discard_pre=1))
@@ -268,7 +244,7 @@ def test_prewhitening(tmp_path):
     torch.testing.assert_close(noise_covariance(whitened[:, :, 0]), torch.eye(3, dtype=torch.complex128),
                                rtol=0, atol=1e-4)
     # from a file: the noise pre-scan whitens the k-space, (slice, coil, ...) layout
-    kspace = _kspace(2, 3, 8, 6)
+    kspace = random_kspace(2, 3, 8, 6)
     write_ismrmrd(tmp_path / "n.h5", kspace, noise=noise)
     raw = read_ismrmrd(tmp_path / "n.h5")
     torch.testing.assert_close(raw.prewhitened(), prewhiten(torch.from_numpy(kspace), noise))
@@ -278,7 +254,7 @@ def test_prewhitening(tmp_path):
 
 
 def test_fastmri_and_ismrmrd_h5_told_apart_by_content(tmp_path):
-    kspace = _kspace(2, 3, 8, 6)
+    kspace = random_kspace(2, 3, 8, 6)
     save_kspace(tmp_path / "a_fastmri.h5", kspace)
     write_ismrmrd(tmp_path / "b_ismrmrd.h5", kspace[:1])
     shutil.copy(sample_data.path(TWIX), tmp_path / "c_twix.dat")
@@ -297,12 +273,12 @@ def _ismrmrd_file(path: Path, kspace: np.ndarray, **kwargs) -> Path:
 
 
 def test_bad_ismrmrd_files(tmp_path):
-    kspace = _kspace(2, 3, 8, 6)
-    good = _ismrmrd_file(tmp_path / "good.h5", kspace, noise=_kspace(3, 50))
+    kspace = random_kspace(2, 3, 8, 6)
+    good = _ismrmrd_file(tmp_path / "good.h5", kspace, noise=random_kspace(3, 50))
 
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(good.read_bytes()[:-4000])
-    with _bad(truncated, "truncated or corrupt"):
+    with bad_input(truncated, "truncated or corrupt"):
         load_kspace(truncated)
 
     noise_only = tmp_path / "noise_only.h5"
@@ -311,15 +287,15 @@ def test_bad_ismrmrd_files(tmp_path):
         records = hf["dataset/data"][:1]
         del hf["dataset/data"]
         hf["dataset"].create_dataset("data", data=records, maxshape=(None,))
-    with _bad(noise_only, "no image acquisitions"):
+    with bad_input(noise_only, "no image acquisitions"):
         load_kspace(noise_only)
-    with _bad(noise_only, "no image acquisitions"):
+    with bad_input(noise_only, "no image acquisitions"):
         kspace_shape(noise_only)
 
     bad_xml = _ismrmrd_file(tmp_path / "bad_xml.h5", kspace)
     with h5py.File(bad_xml, "r+") as hf:
         hf["dataset/xml"][0] = b"<ismrmrdHeader><encoding>cut off"
-    with _bad(bad_xml, "malformed ismrmrd xml"):
+    with bad_input(bad_xml, "malformed ismrmrd xml"):
         read_ismrmrd(bad_xml)
 
     short = _ismrmrd_file(tmp_path / "short.h5", kspace)
@@ -327,29 +303,29 @@ def test_bad_ismrmrd_files(tmp_path):
         record = hf["dataset/data"][3]
         record["data"] = record["data"][:-8]
         hf["dataset/data"][3] = record
-    with _bad(short, "complex samples but its header says"):
+    with bad_input(short, "complex samples but its header says"):
         load_kspace(short)
 
     no_data = _ismrmrd_file(tmp_path / "no_data.h5", kspace)
     with h5py.File(no_data, "r+") as hf:
         del hf["dataset/data"]
-    with _bad(no_data, "no acquisitions"):
+    with bad_input(no_data, "no acquisitions"):
         load_kspace(no_data)
 
     not_acquisitions = _ismrmrd_file(tmp_path / "not_acquisitions.h5", kspace)
     with h5py.File(not_acquisitions, "r+") as hf:
         del hf["dataset/data"]
         hf["dataset/data"] = np.zeros((4, 8), np.complex64)
-    with _bad(not_acquisitions, "not a table of ismrmrd acquisitions"):
+    with bad_input(not_acquisitions, "not a table of ismrmrd acquisitions"):
         kspace_shape(not_acquisitions)
 
     radial = _ismrmrd_file(tmp_path / "radial.h5", kspace)
     with h5py.File(radial, "r+") as hf:
         hf["dataset/xml"][0] = hf["dataset/xml"][0].replace(b">cartesian<", b">radial<")
-    with _bad(radial, "not cartesian"):
+    with bad_input(radial, "not cartesian"):
         load_kspace(radial)
 
-    with _bad("bad_mask.h5", "mask shape"):
+    with bad_input("bad_mask.h5", "mask shape"):
         write_ismrmrd(tmp_path / "bad_mask.h5", kspace, mask=np.ones(5, bool))
     assert not (tmp_path / "bad_mask.h5").exists()
 
@@ -358,7 +334,7 @@ def test_bad_ismrmrd_files(tmp_path):
 
 
 def test_bart_slice_of_3d_scan(tmp_path):
-    kspace = _kspace(4, 10, 7)  # (coil, ky, kz)
+    kspace = random_kspace(4, 10, 7)  # (coil, ky, kz)
     write_cfl(tmp_path / "ky_kz", kspace.transpose(1, 2, 0)[None])  # BART 1 x ky x kz x coil
     assert (tmp_path / "ky_kz.hdr").read_text().splitlines()[1].split()[:4] == ["1", "10", "7", "4"]
     np.testing.assert_array_equal(load_kspace(tmp_path / "ky_kz.cfl").numpy(), kspace)
@@ -366,8 +342,8 @@ def test_bart_slice_of_3d_scan(tmp_path):
     # readout and phase-2: the phase axis first, the readout last, as for (kx, ky)
     write_cfl(tmp_path / "kx_kz", kspace.transpose(2, 1, 0)[:, None])  # BART kx=7 x 1 x kz=10 x coil
     np.testing.assert_array_equal(load_kspace(tmp_path / "kx_kz").numpy(), kspace)  # (coil, kz, kx)
-    write_cfl(tmp_path / "three_d", _kspace(6, 5, 4, 2))
-    with _bad(tmp_path / "three_d", "3d k-space"):
+    write_cfl(tmp_path / "three_d", random_kspace(6, 5, 4, 2))
+    with bad_input(tmp_path / "three_d", "3d k-space"):
         load_kspace(tmp_path / "three_d")
 
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from helpers import mlflow_server
 from bundle_checks import REPO
 from mribundles.errors import InvalidInputError
 from mribundles.sharing.package import pack_bundle
@@ -24,36 +22,12 @@ from mribundles.sharing.signing import generate_keypair
 BUNDLE = REPO / "bundles" / "brain_mri_recon_unet"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server`: SQLite backend, artifacts proxied by the server from a local folder."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts")]
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                process.kill()
-                pytest.fail("mlflow server did not start: " + (root / "server.log").read_text()[-2000:])
-            time.sleep(0.5)
-    yield {"uri": uri, "artifacts": root / "artifacts"}
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with mlflow_server(root) as (uri, _):
+        yield {"uri": uri, "artifacts": root / "artifacts"}
 
 
 @pytest.fixture(scope="module")

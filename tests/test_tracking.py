@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import warnings
 
 import mlflow
 import numpy as np
 import pytest
 
+from helpers import mlflow_server
 from bundle_checks import REPO, workflow
 from mribundles.tracking import (HTTP_LIMITS, SafeClient, TrackingState, bundle_params, http_limits, resolve_store,
                                  sqlite_uri, tracked_run, tracking_uri)
@@ -179,29 +179,8 @@ def dying_server(tmp_path):
     test can kill it, workers included, in the middle of a run."""
     root = tmp_path / "server"
     root.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "artifacts")]
-    with open(root / "server.log", "w") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    pytest.fail("mlflow server did not start: " + (root / "server.log").read_text()[-2000:])
-                time.sleep(0.3)
+    with mlflow_server(root, timeout=90) as (uri, process):
         yield {"uri": uri, "db": f"sqlite:///{root}/server.db", "kill": lambda: (os.killpg(process.pid, 9), process.wait())}
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
-            process.wait()
 
 
 def test_server_dying_mid_run_costs_one_warning_and_seconds(dying_server, two_slices, tmp_path, monkeypatch, capsys):

@@ -145,4 +145,6 @@ def _load(volume: _Volume) -> None:
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+    from nibabel.affines import voxel_sizes
+
+    return tuple(float(v) for v in voxel_sizes(affine))

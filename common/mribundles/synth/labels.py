@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.nn import functional as F
 
 from mribundles.errors import InvalidInputError
 from mribundles.io.validation import one_line
+from mribundles.synth.spatial import smooth_noise
 
 __all__ = [
     "CONTRASTS",
@@ -60,7 +61,7 @@ def _known(label: int) -> bool:
     return label in FREESURFER_TISSUE or label in _KNOWN_OTHER or label in _EXTRA_CEREBRAL
 
 
-def load_label_map(path: str | os.PathLike, image_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, "np.ndarray"]:
+def load_label_map(path: str | os.PathLike, image_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Read a 3D FreeSurfer-style label map (NIfTI) and check it.
 
     Args:
@@ -75,7 +76,6 @@ def load_label_map(path: str | os.PathLike, image_shape: tuple[int, ...] | None 
             tissue mapping does not know, or a grid that does not match ``image_shape``.
     """
     import nibabel as nib
-    import numpy as np
 
     path = Path(path)
     try:
@@ -137,13 +137,6 @@ def _gaussian_blur(image: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
     return smoothing(image[None, None])[0, 0]
 
 
-def _smooth_field(shape: tuple[int, ...], coarse: int, std: float, generator: torch.Generator) -> torch.Tensor:
-    """A smooth random field: Gaussian noise on a ``coarse``^d grid, upsampled (linear)."""
-    noise = torch.randn((1, 1, *([coarse] * len(shape))), generator=generator) * std
-    mode = "bilinear" if len(shape) == 2 else "trilinear"
-    return F.interpolate(noise, size=shape, mode=mode, align_corners=True)[0, 0]
-
-
 def synthesize_image(
     labels: torch.Tensor,
     generator: torch.Generator,
@@ -188,7 +181,7 @@ def synthesize_image(
     device = labels.device
     image = means.to(device)[index] + stds.to(device)[index] * torch.randn(labels.shape, generator=generator).to(device)
     image = _gaussian_blur(image.clamp_min(0), [float(_uniform(generator, *blur_range)) for _ in range(labels.ndim)])
-    bias = _smooth_field(tuple(labels.shape), 4, bias_std * float(torch.rand((), generator=generator)), generator)
+    bias = smooth_noise(tuple(labels.shape), 4, bias_std * float(torch.rand((), generator=generator)), generator)[0]
     image = image * torch.exp(bias.to(device))
     image = image / image.amax().clamp_min(1e-6)
     gamma = float(torch.exp(gamma_std * torch.randn((), generator=generator)))

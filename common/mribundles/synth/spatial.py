@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-__all__ = ["random_matrix", "sample", "smooth_displacement", "warp_grid"]
+__all__ = ["random_matrix", "sample", "smooth_displacement", "smooth_noise", "warp_grid"]
 
 
 def warp_grid(
@@ -103,8 +103,14 @@ def smooth_displacement(
     ``coarse``^d grid (standard deviation drawn up to ``max_std_mm``), upsampled (linear).
     SynthMorph's recipe for non-linear anatomical variability, without its diffeomorphic
     integration (small displacements of a few mm do not fold)."""
-    d = len(out_shape)
     std = max_std_mm * float(torch.rand((), generator=generator))
-    noise = torch.randn((1, d, *([coarse] * d)), generator=generator) * std
+    return smooth_noise(out_shape, coarse, std, generator, channels=len(out_shape))
+
+
+def smooth_noise(shape: Sequence[int], coarse: int, std: float, generator: torch.Generator, channels: int = 1) -> torch.Tensor:
+    """A smooth random field (channels, *shape): Gaussian noise of standard deviation ``std`` on a
+    ``coarse``^d grid, upsampled (linear, corners aligned)."""
+    d = len(shape)
+    noise = torch.randn((1, channels, *([coarse] * d)), generator=generator) * std
     mode = "bilinear" if d == 2 else "trilinear"
-    return F.interpolate(noise, size=tuple(out_shape), mode=mode, align_corners=True)[0]
+    return F.interpolate(noise, size=tuple(shape), mode=mode, align_corners=True)[0]
