@@ -1,19 +1,29 @@
 #!/usr/bin/env python
-"""Build the tissue-segmentation training and validation volumes from the real data in ../shared/data.
+"""Build the tissue-segmentation evaluation volumes from the real data in ../shared/data.
 
-Labels: 0 background, 1 CSF, 2 grey matter, 3 white matter (`TISSUE_CLASSES`).
+Labels: 0 background, 1 CSF, 2 grey matter, 3 white matter (`mribundles.synth.TISSUE_NAMES`).
+The bundle trains on images synthesised from the 20 SynthSeg label maps
+(`mribundles.synth.SyntheticSegmentationDataset`); every volume written here is real and never
+trained on:
 
-- Training: the voxelmorph T1 subject (a real scan) with its FreeSurfer aseg, mapped to the
-  three tissues (`ASEG_TO_TISSUE`). The npz carries no affine; its axes are FreeSurfer's
-  conformed LIA at 1 mm (left hemisphere labels lie at high axis-0 indices, the brainstem at
-  high axis-1 indices), which is the affine we write.
-- Validation, never trained on: the MNI152 2009a template (152 subjects averaged) with its
-  grey- and white-matter probability maps; inside the skull-stripped brain, each voxel takes the
-  most probable of CSF (the remainder, 1 - GM - WM), GM and WM.
+- `val/mni152_2009a_t1`: the MNI152 2009a template (152 subjects averaged) with its grey- and
+  white-matter probability maps; inside the skull-stripped brain, each voxel takes the most
+  probable of CSF (the remainder, 1 - GM - WM, so sulcal CSF included), GM and WM.
+- `val/mni152_2009a_t2like`: the same template with its contrast inverted inside the brain
+  (1 - T1: CSF bright, white matter dark, as in a T2-weighted scan); same labels.
+- `val/mni152_2009a_4mm`: the template as 4 mm thick axial slices (each 4 mm slab averaged,
+  `physics.degrade.thick_slices`), resampled back onto its 1 mm grid (linear), as a viewer
+  reslices a thick-slice scan; same labels.
+- `val/voxelmorph_t1`: the voxelmorph T1 subject (a real scan) with its FreeSurfer aseg mapped to
+  the three tissues by the library's one mapping (`mribundles.synth.tissue_labels`). The npz
+  carries no affine; its axes are FreeSurfer's conformed LIA at 1 mm (left hemisphere labels lie
+  at high axis-0 indices, the brainstem at high axis-1 indices), which is the affine we write.
+  Its aseg labels no sulcal CSF (label 24 holds 1,306 voxels), so its CSF is the ventricles:
+  read only its grey- and white-matter Dice.
 
-The two label definitions differ at the margins (FreeSurfer counts the pallidum and deep nuclei
-as grey matter; the MNI maps give them partial probabilities), which caps the Dice a perfect
-segmenter of one could reach on the other; the model card says so.
+Label definitions differ at the margins (FreeSurfer counts the pallidum and deep nuclei as grey
+matter; the MNI maps give them partial probabilities), which caps the Dice a perfect segmenter
+of one could reach on the other; the model card says so.
 
     python scripts/make_seg_dataset.py --data ../shared/data --out data/generated/seg_brain
 """
@@ -25,22 +35,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
+from torch.nn import functional as F
 
 from mribundles.io.images import write_image
-
-TISSUE_CLASSES = {0: "background", 1: "CSF", 2: "grey matter", 3: "white matter"}
-
-# FreeSurfer aseg label -> tissue class. Unlisted labels (vessels, unknown) stay background.
-ASEG_TO_TISSUE = {
-    # CSF: lateral, inferior lateral, 3rd, 4th and 5th ventricles, extracerebral CSF, choroid plexus
-    **dict.fromkeys([4, 5, 14, 15, 24, 31, 43, 44, 63, 72], 1),
-    # grey matter: cerebral and cerebellar cortex, thalamus, caudate, putamen, pallidum,
-    # hippocampus, amygdala, accumbens (left and right)
-    **dict.fromkeys([3, 8, 10, 11, 12, 13, 17, 18, 26, 42, 47, 49, 50, 51, 52, 53, 54, 58], 2),
-    # white matter: cerebral and cerebellar WM, brainstem, ventral DC, WM hypointensities,
-    # optic chiasm, corpus callosum
-    **dict.fromkeys([2, 7, 16, 28, 41, 46, 60, 77, 80, 85, 251, 252, 253, 254, 255], 3),
-}
+from mribundles.physics.degrade import crop_to_multiple, thick_slices
+from mribundles.synth import TISSUE_NAMES, tissue_labels
 
 # FreeSurfer's conformed orientation: axis 0 -> left, axis 1 -> inferior, axis 2 -> anterior.
 LIA_1MM = np.array([[-1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
@@ -49,9 +49,7 @@ LIA_1MM = np.array([[-1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 
 def voxelmorph_subject(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     npz = np.load(data / "volumes/voxelmorph/test_scan.npz")
     aseg = npz["seg"].astype(np.int32)
-    labels = np.zeros(aseg.shape, np.uint8)
-    for aseg_label, tissue in ASEG_TO_TISSUE.items():
-        labels[aseg == aseg_label] = tissue
+    labels = tissue_labels(torch.from_numpy(aseg)).numpy()
     affine = LIA_1MM.copy()
     affine[:3, 3] = -LIA_1MM[:3, :3] @ (np.array(aseg.shape) / 2)  # centre the volume at the origin
     return npz["vol"].astype(np.float32), labels, affine
@@ -69,19 +67,40 @@ def mni_template(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, labels, t1.affine
 
 
+def t2_like(image: np.ndarray) -> np.ndarray:
+    """The contrast inverted inside the brain (1 - T1), background left at zero."""
+    return np.where(image > 0, 1.0 - image, 0.0).astype(np.float32)
+
+
+def thick_axial(image: np.ndarray, thickness: int = 4) -> np.ndarray:
+    """``thickness`` mm axial slabs (axis 2 of a RAS-like grid) averaged, then resampled back
+    onto the 1 mm grid by linear interpolation; the volume keeps its shape (edge slices that do
+    not fill a slab are cropped before averaging and come back by edge padding)."""
+    volume = torch.from_numpy(image)
+    low = thick_slices(crop_to_multiple(volume, (1, 1, thickness)), thickness, axis=2)
+    high = F.interpolate(low[None, None], scale_factor=(1, 1, thickness), mode="trilinear", align_corners=False)[0, 0]
+    pad = image.shape[2] - high.shape[2]
+    return np.pad(high.numpy(), ((0, 0), (0, 0), (0, pad)), mode="edge").astype(np.float32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("data/generated/seg_brain"))
     args = parser.parse_args()
-    for split, name, (image, labels, affine) in (
-        ("train", "voxelmorph_t1", voxelmorph_subject(args.data)),
-        ("val", "mni152_2009a_t1", mni_template(args.data)),
-    ):
-        write_image(args.out / split / f"{name}.nii.gz", image, affine)
-        write_image(args.out / split / f"{name}_label.nii.gz", labels, affine)
-        counts = {TISSUE_CLASSES[c]: int((labels == c).sum()) for c in (1, 2, 3)}
-        print(f"{split}/{name}: {image.shape}, voxels per class {counts}")
+    mni, mni_labels, mni_affine = mni_template(args.data)
+    volumes = {
+        "mni152_2009a_t1": (mni, mni_labels, mni_affine),
+        "mni152_2009a_t2like": (t2_like(mni), mni_labels, mni_affine),
+        "mni152_2009a_4mm": (thick_axial(mni), mni_labels, mni_affine),
+        "voxelmorph_t1": voxelmorph_subject(args.data),
+    }
+    for name, (image, labels, affine) in volumes.items():
+        write_image(args.out / "val" / f"{name}.nii.gz", image, affine)
+        write_image(args.out / "val" / f"{name}_label.nii.gz", labels, affine)
+        counts = {TISSUE_NAMES[c]: int((labels == c).sum()) for c in (1, 2, 3)}
+        print(f"val/{name}: {image.shape}, voxels per class {counts}")
+    print(f"wrote {len(volumes)} image/label pairs to {args.out / 'val'}")
 
 
 if __name__ == "__main__":

@@ -105,9 +105,12 @@ def test_labels_follow_the_input_orientation(tmp_path):
     assert agreement > 0.99, agreement  # the network sees the same RAS volume both times
 
 
-def test_train_one_epoch_then_evaluate(tiny_seg_dataset, tmp_path):
-    override = {"dataset_dir": str(tiny_seg_dataset), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
-                "max_epochs": 1, "iterations_per_epoch": 2, "val_interval": 1, "crop_size": [40, 40, 40],
+def test_train_one_epoch_then_evaluate(tiny_seg_dataset, tiny_synth_root, tmp_path):
+    """Training draws from the label-map engine (here the one shipped label map); validation and
+    evaluation read real volumes."""
+    override = {"dataset_dir": str(tiny_seg_dataset), "synth_data_root": str(tiny_synth_root),
+                "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
+                "max_epochs": 1, "iterations_per_epoch": 2, "batch_size": 1, "val_interval": 1,
                 "patch_size": [32, 32, 32], "device": "$torch.device('cpu')"}
     check_one_epoch_trains(BUNDLE, override).finalize()
 
@@ -155,11 +158,11 @@ def test_bad_input_fails_with_one_line_naming_the_file(problem, tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_multi_gpu_overlay_trains_with_two_processes(tiny_seg_dataset, tmp_path):
+def test_multi_gpu_overlay_trains_with_two_processes(tiny_seg_dataset, tiny_synth_root, tmp_path):
     """torchrun, two CPU processes (gloo): both ranks train on their own patches, rank 0 alone
     logs and saves, and the saved weights load into the plain network."""
-    log = run_multi_gpu_train(BUNDLE, tmp_path, "--dataset_dir", str(tiny_seg_dataset), "--max_epochs", "1",
-                              "--iterations_per_epoch", "4", "--val_interval", "1", "--crop_size", "[40,40,40]",
+    log = run_multi_gpu_train(BUNDLE, tmp_path, "--dataset_dir", str(tiny_seg_dataset), "--synth_data_root", str(tiny_synth_root),
+                              "--max_epochs", "1", "--iterations_per_epoch", "4", "--batch_size", "2", "--val_interval", "1",
                               "--patch_size", "[32,32,32]")
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2  # ignite logs on both ranks
     assert log.count("-- train_loss:") == 2  # rank 0's StatsHandler alone: 4 // 2 iterations

@@ -26,7 +26,7 @@ from mribundles.synth.anatomy import DEFAULT_EXCLUDE, AnatomyBank
 
 __all__ = ["SyntheticKspaceDataset"]
 
-_SEED_STRIDE = 1_000_003  # a prime: (seed, n) pairs never collide for n below it
+SEED_STRIDE = 1_000_003  # a prime: (seed, n) pairs never collide for n below it
 
 
 class SyntheticKspaceDataset(Dataset):
@@ -67,7 +67,7 @@ class SyntheticKspaceDataset(Dataset):
         count = self.draws.get(index, 0) if self.fresh else 0
         self.draws[index] = count + 1
         number = index + count * self.length
-        generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + number)
+        generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + number)
         anatomy = self.bank.draw(generator)
         kspace, info = simulate_acquisition(anatomy.image, anatomy.spacing, generator, self.ranges)
         meta = {"filename_or_obj": f"simulated: {anatomy.source}", "slice": -1, "draw": number, **{
