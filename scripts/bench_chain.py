@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mribundles.chains import ReconSegChain, ReconStage, SegStage, kspace_affine
+from mribundles.chains import PipelineChain, ReconStage, SegStage, kspace_affine
 from mribundles.chains.budget import chain_settings
 from mribundles.handlers.seg_overlay import save_overlay_png
 from mribundles.io.images import write_image
@@ -48,7 +48,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_chain(chain: ReconSegChain, kspace: str, out: Path) -> None:
+def run_chain(chain: PipelineChain, kspace: str, out: Path) -> None:
     chain.output_dir = out
     chain.process(None, {"kspace": kspace})
 
@@ -99,7 +99,7 @@ def main() -> None:
 
     recon = ReconStage(args.recon_bundle, device, mask="random1d", acceleration=4, center_fraction=0.08, seed=0)
     seg = SegStage(settings["seg_bundle"], device)
-    chain = ReconSegChain(recon, seg, ".", settings["voxel_size"])
+    chain = PipelineChain(recon, seg=seg, output_dir=".", voxel_size=settings["voxel_size"])
     times = {"chain": [], "files": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

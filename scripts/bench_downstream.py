@@ -49,19 +49,17 @@ CLASSES = ["CSF", "grey matter", "white matter"]
 
 
 def prepared_pairs(bundle: Path):
-    """[(name, data dict)]: each pair through the bundle's preprocessing, minus the affine step."""
-    from monai.bundle import ConfigParser
+    """[(name, data dict)]: each pair through the bundle's preprocessing (with its loader: the
+    pairs are files), minus the affine step."""
     from monai.transforms import Compose
 
     from mribundles import sample_data
+    from mribundles.bundles import open_bundle
     from mribundles.data import registration_pairs
+    from mribundles.transforms import AffineAlignd
 
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser["bundle_root"] = str(bundle)
-    parser["device"] = "$torch.device('cpu')"
-    steps = parser.get_parsed_content("preprocessing").transforms
-    before_affine = Compose([t for t in steps if type(t).__name__ != "AffineAlignd"])
+    steps = open_bundle(bundle, overrides={"device": "$torch.device('cpu')"}).preprocessing(without_loaders=False).transforms
+    before_affine = Compose([t for t in steps if not isinstance(t, AffineAlignd)])
     images = [sample_data.path("voxelmorph_t1.nii.gz"), sample_data.path("mni152_2009a_t1.nii.gz")]
     labels = [sample_data.path("voxelmorph_t1_tissue.nii.gz"), sample_data.path("mni152_2009a_tissue.nii.gz")]
     pairs = registration_pairs(images, images[::-1], labels, labels[::-1])
@@ -72,10 +70,13 @@ def run_bundle(bundle: Path, data: dict, affine_only: bool = False, refine_steps
     import torch
     from monai.networks.blocks import Warp
 
-    from mribundles.bundles import load_inference
+    from mribundles.bundles import open_bundle
     from mribundles.transforms import AffineAlignd
 
-    _, network = load_inference(bundle, {"device": "$torch.device('cpu')", "network_def#refine_steps": refine_steps}, torch.device("cpu"))
+    network = open_bundle(bundle, overrides={"device": "$torch.device('cpu')"}).network()
+    # The bundle's config leaves refine_steps at the network's default (0): set on the network
+    # itself, since the bundle defines no such id to override.
+    network.refine_steps = refine_steps
     align = AffineAlignd(["moving_image", "moving_label"], fixed_key="fixed_image", mode=["bilinear", "nearest"])
     start = time.perf_counter()
     with torch.no_grad():

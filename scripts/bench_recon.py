@@ -81,10 +81,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from torch.nn import functional as F
 
 import mribundles
+from mribundles.bundles import open_bundle
 from mribundles.errors import InvalidInputError
 from mribundles.evaluation import DEFAULT_CS_ITERS, evaluate_recon
 from mribundles.physics import calibration_size, ifft2c, make_mask, rss, simulate_multicoil_kspace
@@ -433,13 +433,12 @@ def size_overrides(model: str, options: dict[str, int | None], config: Path) -> 
 
 
 def bundle_network(config: Path, overrides: dict[str, int], keys: list[str]) -> tuple[torch.nn.Module, dict[str, int]]:
-    """The bundle's `network_def`, with sizes overridden, and the sizes (`keys`) it was built with."""
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    for key, value in overrides.items():
-        parser[f"network_def#{key}"] = value
-    sizes = {key: int(parser[f"network_def#{key}"]) for key in keys}
-    return parser.get_parsed_content("network_def", instantiate=True), sizes
+    """The bundle's `network_def` (``config``: ``<bundle>/configs/<name>.json``), with sizes
+    overridden, untrained (speed only), and the sizes (`keys`) it was built with."""
+    bundle = open_bundle(config.parent.parent, config=config.name,
+                         overrides={f"network_def#{key}": value for key, value in overrides.items()})
+    sizes = {key: int(bundle.parser[f"network_def#{key}"]) for key in keys}
+    return bundle.get("network_def"), sizes
 
 
 def benchmark_slice(coils: int, acceleration: float, center_fraction: float, seed: int):

@@ -37,10 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a file, never a window, and no backend to choose
 
     from mribundles.io.atomic import atomic_path
 
@@ -64,7 +61,8 @@ def main() -> int:
     real_t1 = {"REAL T1, MNI152 template": np.rot90(mni[:, :, 80]), "REAL T1, voxelmorph subject": vxm[:, 100, :].T[::-1]}
 
     columns = 6
-    fig, axes = plt.subplots(4, columns, figsize=(3 * columns, 12.5))
+    fig = Figure(figsize=(3 * columns, 12.5))
+    axes = fig.subplots(4, columns)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (name, k) in zip(axes[0], real.items()):

@@ -296,6 +296,27 @@ def test_overlay_refuses_bad_input_and_writes_nothing(tmp_path):
         assert not out.exists()
 
 
+def test_adapt_and_reconstruct_opens_the_overlay_and_refuses_an_unknown_override():
+    """One slice in memory through the bundle's adapt.json over its inference.json: the override
+    sets the overlay's id, the "before" image is the shipped weights' reconstruction, and an id
+    neither config defines is refused, naming it, before any work."""
+    from mribundles.adaptation import adapt_and_reconstruct
+
+    bundle = REPO / "bundles" / "brain_mri_recon_unet"
+    kspace = _slice_kspace()
+    mask = make_mask("random1d", kspace.shape[-2:], 4, 0.08, 0)
+    out = adapt_and_reconstruct(bundle, kspace * mask, mask, reference=rss(ifft2c(kspace)),
+                                overrides={"adapt_steps": 1, "adapt_val_every": 1})
+    assert out["bundle"] == "brain_mri_recon_unet" and out["settings"]["steps"] == 1
+    assert out["adaptation"]["steps_run"] == 1 and out["adaptation"]["best_loss"] <= out["adaptation"]["start_loss"]
+    assert {name: tuple(image.shape) for name, image in out["images"].items()} == {
+        "zero-filled": (80, 112), "before": (80, 112), "after": (80, 112)}
+    torch.testing.assert_close(out["images"]["zero-filled"], rss(ifft2c(kspace * mask)))
+    assert out["metrics"]["before"]["psnr"] > out["metrics"]["zero-filled"]["psnr"]  # the shipped weights ran
+    with pytest.raises(InvalidInputError, match=r"bundle brain_mri_recon_unet has no config id 'adapt_step' to override"):
+        adapt_and_reconstruct(bundle, kspace * mask, mask, overrides={"adapt_step": 1})
+
+
 # --- the head mask ---------------------------------------------------------------------------
 
 def test_head_mask_is_the_filled_head_and_masked_psnr_matches_psnr():

@@ -16,7 +16,7 @@ import torch
 from monai.data import MetaTensor
 
 from bundle_checks import REPO, check_metadata, no_host_copies_or_files, workflow
-from mribundles.chains import ReconSegChain, ReconStage, SegStage
+from mribundles.chains import PipelineChain, ReconStage, SegStage
 from mribundles.errors import InvalidInputError
 from mribundles.io import write_fastmri
 from mribundles.physics.simulate import simulate_multicoil_kspace
@@ -60,7 +60,41 @@ def test_chain_writes_every_stage_on_the_acquisition_grid(multislice_kspace, tmp
     assert np.allclose(recon.affine, affine) and np.allclose(seg.affine, affine)
     labels = np.asarray(seg.dataobj)
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2, 3} and (labels == 3).any()
-    assert (tmp_path / "mni_slab_overview.png").stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("run_")) == [
+        "mni_slab_overview.png", "mni_slab_recon.nii.gz", "mni_slab_seg.nii.gz"]
+    # Three columns, as the stages that ran choose: zero-filled, reconstructed, labels over it
+    # (3.3 inches each at 80 dpi, two rows of 3.5 inches).
+    figure = __import__("matplotlib.image").image.imread(tmp_path / "mni_slab_overview.png")
+    assert figure.shape[:2] == (560, 792)
+
+
+def test_zero_filled_volume_is_what_the_network_saw(multislice_kspace):
+    """The figure's zero-filled volume comes from the reconstruction's own pass: the stage
+    bundle's undersampling of every slice, in the file's units, on the reconstruction's grid,
+    with the mask that gives the fraction of k-space sampled."""
+    from mribundles.chains.pipeline import _sampled_fraction
+    from mribundles.io.kspace import load_kspace
+    from mribundles.physics.coils import rss
+    from mribundles.physics.fft import ifft2c
+    from mribundles.physics.masks import make_mask
+
+    recon = ReconStage(RECON, torch.device("cpu"), mask="random1d", acceleration=4, center_fraction=0.08, seed=0)
+    seen = recon.volumes(multislice_kspace, keys=("pred", "zero_filled", "mask"))
+    affine = np.asarray(__import__("h5py").File(multislice_kspace)["/"].attrs["affine"])
+    for key in ("pred", "zero_filled", "mask"):  # the chain's grid
+        assert seen[key].shape == (1, 99, 117, 12) and np.allclose(seen[key].affine.numpy(), affine)
+    assert torch.equal(seen["pred"], recon(multislice_kspace))  # the same reconstruction as a plain call
+    volume = seen["zero_filled"][0].numpy()
+    kspace = load_kspace(multislice_kspace, slice_index=5)  # (coil, ky, kx)
+    mask = make_mask("random1d", kspace.shape[-2:], 4.0, 0.08, 0)
+    expected = rss(ifft2c(kspace * mask)).numpy()  # (ky, kx)
+    assert np.allclose(volume[:, :, 5], expected.T, rtol=1e-5, atol=1e-6)
+    assert torch.equal(seen["mask"][0, :, :, 5], mask.T.to(seen["mask"].dtype))
+    sampled = _sampled_fraction(seen["mask"])
+    assert sampled == pytest.approx(float(mask.float().mean()))
+    assert 0.2 < sampled < 0.3  # 4x
+    # A bundle whose items hold no zero-filled image gives the keys it has.
+    assert set(recon.volumes(multislice_kspace, keys=("pred", "no_such_key"))) == {"pred"}
 
 
 def test_stages_hand_over_in_memory_on_the_device(multislice_kspace, tmp_path, monkeypatch):
@@ -76,9 +110,9 @@ def test_stages_hand_over_in_memory_on_the_device(multislice_kspace, tmp_path, m
         with no_host_copies_or_files():
             return original_seg_call(self, volume)
 
-    original_recon_call = ReconStage.__call__
+    original_recon_call = ReconStage.volumes
 
-    def guarded_recon(self, kspace_file, affine):
+    def guarded_recon(self, kspace_file, *args, **kwargs):
         forward = self.network.forward
 
         def guarded_forward(*args, **kwargs):  # from the network's input on: no host copies
@@ -86,10 +120,10 @@ def test_stages_hand_over_in_memory_on_the_device(multislice_kspace, tmp_path, m
                 return forward(*args, **kwargs)
 
         monkeypatch.setattr(self.network, "forward", guarded_forward)
-        return original_recon_call(self, kspace_file, affine)
+        return original_recon_call(self, kspace_file, *args, **kwargs)
 
     monkeypatch.setattr(SegStage, "__call__", guarded_seg)
-    monkeypatch.setattr(ReconStage, "__call__", guarded_recon)
+    monkeypatch.setattr(ReconStage, "volumes", guarded_recon)
     wf = _chain_workflow(multislice_kspace, tmp_path)
     wf.run()
     wf.finalize()
@@ -114,6 +148,10 @@ def test_tracked_chain_logs_one_nested_run_per_stage(multislice_kspace, tmp_path
     assert seg.data.params["weights_sha256"] == __import__("mribundles").bundles.file_sha256(seg_weights)
     assert {a.path for a in client.list_artifacts(recon.info.run_id)} == {"mni_slab_recon.nii.gz"}
     assert {a.path for a in client.list_artifacts(seg.info.run_id)} == {"mni_slab_seg.nii.gz", "mni_slab_overview.png"}
+    labels = np.asarray(nib.load(out / "mni_slab_seg.nii.gz").dataobj)
+    for index, name in enumerate(("CSF", "grey_matter", "white_matter"), start=1):
+        assert seg.data.metrics[f"voxels_{name}"] == float((labels == index).sum())
+    assert recon.data.metrics["seconds"] > 0 and seg.data.metrics["seconds"] > 0
     assert any(a.path.startswith("config_") for a in client.list_artifacts(parent.info.run_id))
 
 
@@ -125,7 +163,7 @@ def test_stage_bundles_that_do_not_fit_are_refused_before_any_work(tmp_path):
     (seg / "configs" / "metadata.json").write_text(json.dumps(meta))
     recon = ReconStage(RECON, torch.device("cpu"))
     with pytest.raises(InvalidInputError, match=r"stage bundles do not fit \(brain_mri_recon_unet 0.1.0 -> brain_mri_tissue_seg 0.1.1\): channels: reconstruction gives 1, segmentation takes 2"):
-        ReconSegChain(recon, SegStage(seg, torch.device("cpu")), str(tmp_path / "out"))
+        PipelineChain(recon, seg=SegStage(seg, torch.device("cpu")), output_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
@@ -173,6 +211,43 @@ def test_acceleration_budget_reports_dice_psnr_and_ssim_per_acceleration(multisl
     assert children["R=8"].data.metrics["psnr"] == pytest.approx(high["psnr"])
     assert children["R=2"].data.metrics["dice_white_matter"] == pytest.approx(low["dice"]["white matter"])
     assert children["R=8"].data.metrics["dice_truth_grey_matter"] == pytest.approx(high["dice_truth"]["grey matter"])
+
+
+@pytest.fixture(scope="module")
+def tiny_slab(tmp_path_factory) -> Path:
+    """4 axial planes of the real MNI T1 every 4 mm (49x58), 4-coil k-space, no stated
+    geometry: an acceleration budget on it takes seconds."""
+    volume = np.asarray(nib.load(sample_path("mni152_2009a_t1.nii.gz")).dataobj, np.float32)[::4, ::4] / 255.0
+    kspace = torch.stack([simulate_multicoil_kspace(torch.from_numpy(volume[:, :, z].T.copy()), 4, seed=int(z))[0]
+                          for z in (60, 65, 70, 75)])
+    path = tmp_path_factory.mktemp("budget") / "tiny_slab.h5"
+    write_fastmri(path, kspace)
+    return path
+
+
+def test_acceleration_budget_quiet_hides_its_progress_bars(tiny_slab, tmp_path, capsys, monkeypatch):
+    """On a terminal the accelerations' bar and the reconstruction stage's are drawn on stderr;
+    --quiet hides both and keeps the table and the closing summary."""
+    import io
+
+    from mribundles.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for quiet in (False, True):
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        out = tmp_path / f"quiet_{quiet}"
+        code = main(["acceleration-budget", "--chain", str(BUNDLE), "--kspace", str(tiny_slab), "--accelerations", "2",
+                     "--recon-bundle", RECON, "--out", str(out), *(["--quiet"] if quiet else [])])
+        assert code == 0
+        drawn, table = terminal.getvalue(), capsys.readouterr().out
+        assert "| R | PSNR | SSIM |" in table and table.count("\n| 2 | ") == 1
+        assert "\ndone in " in drawn and f"  {out / 'budget.png'}" in drawn  # the summary either way
+        bars = ["acceleration budget: 100%|", "1/1 [", "acceleration/s", "reconstruction: 100%|"]
+        assert [bar in drawn for bar in bars] == [not quiet] * len(bars), drawn
 
 
 def test_acceleration_budget_refuses_undersampled_input(tmp_path, capsys):

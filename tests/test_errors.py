@@ -41,8 +41,9 @@ def _run(code: str, full_traceback: bool = False) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
 
-RAISE_WRAPPED = (
-    "import mribundles\n"
+RAISE_WRAPPED = (  # a command-line program that installs the hook where it starts
+    "from mribundles.errors import install_excepthook\n"
+    "install_excepthook()\n"
     "from mribundles.io import load_kspace\n"
     "try:\n"
     "    load_kspace('/nonexistent/scan.npy')\n"
@@ -61,7 +62,7 @@ def test_uncaught_bad_input_is_one_line_and_nonzero_exit():
 def test_full_traceback_on_request_and_for_other_errors():
     result = _run(RAISE_WRAPPED, full_traceback=True)
     assert result.returncode == 1 and "Traceback" in result.stderr
-    other = _run("import mribundles\nraise KeyError('a bug, not bad input')")
+    other = _run("from mribundles.errors import install_excepthook\ninstall_excepthook()\nraise KeyError('a bug, not bad input')")
     assert other.returncode == 1 and "Traceback" in other.stderr and "KeyError" in other.stderr
 
 

@@ -105,6 +105,29 @@ def test_cli_table(bundle, kspace_files, capsys):
     assert [line.split()[0] for line in lines[4:]] == list(METHODS)
 
 
+def test_cli_quiet_hides_the_progress_bar_on_a_terminal(bundle, kspace_files, capsys, monkeypatch):
+    """On a terminal the slices' bar is drawn on stderr; --quiet hides it and keeps the table
+    and the closing summary."""
+    import io
+
+    from mribundles.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    args = ["evaluate-recon", "--bundle", str(bundle), "--kspace", str(kspace_files[".h5"]), "--cs-iters", "2"]
+    for quiet in (False, True):
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        assert main(args + ["--quiet"] * quiet) == 0
+        drawn, table = terminal.getvalue(), capsys.readouterr().out
+        assert table.splitlines()[3].split() == ["method", "NMSE", "PSNR", "SSIM", "s/slice"]
+        assert "\ndone in " in drawn and "MLflow: not tracked" in drawn  # the summary either way
+        bar = "brain_mri_recon_varnet: 100%" in drawn and "2/2" in drawn and ("slice/s" in drawn or "s/slice" in drawn)
+        assert bar != quiet, drawn
+
+
 def _assert_input_error(run: subprocess.CompletedProcess, *fragments: str) -> None:
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()

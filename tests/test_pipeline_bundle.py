@@ -52,6 +52,46 @@ def test_metadata_valid_against_shipped_schema():
     check_metadata(BUNDLE)
 
 
+def test_overview_panels_follow_the_stages_that_ran():
+    """Recon -> seg: zero-filled, reconstructed, labels over the reconstruction. With
+    super-resolution and registration: the labels go over the super-resolved volume."""
+    from mribundles.handlers.pipeline_overview import overview_panels
+
+    grid = {key: (np.full((4, 4, 4), float(i)), np.diag([1.0, 1.0, 4.0 if key in ("zero_filled", "recon") else 1.0, 1.0]))
+            for i, key in enumerate(("zero_filled", "recon", "sr", "seg", "registered", "template"))}
+    recon_seg = overview_panels({k: grid[k] for k in ("recon", "seg", "zero_filled")}, sampled=0.25)
+    assert [p[0] for p in recon_seg] == ["zero-filled, 25% sampled", "reconstructed", "tissue labels"]
+    _, image, affine, labels = recon_seg[2]
+    assert image is grid["recon"][0] and affine is grid["recon"][1] and labels is grid["seg"][0]
+    assert all(p[3] is None for p in recon_seg[:2])
+    full = overview_panels(grid)
+    assert [p[0] for p in full] == ["zero-filled", "reconstructed", "super-resolved", "tissue labels",
+                                    "registered to the template", "template"]
+    assert full[3][1] is grid["sr"][0] and full[3][2] is grid["sr"][1]
+    assert [p[0] for p in overview_panels({"recon": grid["recon"]})] == ["reconstructed"]
+    with pytest.raises(ValueError, match="labels need the image"):
+        overview_panels({"seg": grid["seg"]})
+    with pytest.raises(ValueError, match=r"no overview panel for \['kspace'\]"):
+        overview_panels({"recon": grid["recon"], "kspace": grid["recon"]})
+
+
+def test_overview_turns_each_volume_to_ras_before_cutting_it():
+    """A volume stored (y, x, z) with x flipped (as a k-space file's axes may come) is drawn as
+    the same volume stored in RAS: same arrays, same spacing."""
+    from mribundles.handlers.pipeline_overview import _near_ras
+
+    ras = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
+    ras_affine = np.diag([1.0, 2.0, 4.0, 1.0])
+    stored = ras[::-1].transpose(1, 0, 2)  # axes (y, -x, z)
+    stored_affine = np.array([[0, -1.0, 0, 1.0], [2.0, 0, 0, 0], [0, 0, 4.0, 0], [0, 0, 0, 1]])
+    assert np.allclose(stored_affine @ [2, 1, 3, 1], ras_affine @ [0, 2, 3, 1])  # same point
+    volume, affine, labels = _near_ras(stored, stored_affine, stored.astype(np.uint8))
+    assert np.array_equal(volume, ras) and np.array_equal(labels, ras.astype(np.uint8))
+    assert np.allclose(affine, ras_affine)
+    same, same_affine, none = _near_ras(ras, ras_affine, None)
+    assert np.array_equal(same, ras) and np.allclose(same_affine, ras_affine) and none is None
+
+
 def test_demo_writes_every_stage_and_tracks_one_nested_run_each(tmp_path):
     """The documented command: 4 mm slices of the real subject -> 1 mm volume -> labels ->
     registered to the template, every output on its grid, and one MLflow run per stage."""
@@ -75,6 +115,9 @@ def test_demo_writes_every_stage_and_tracks_one_nested_run_each(tmp_path):
     assert report["dice_grey_matter"] > 0.6 and report["dice_white_matter"] > 0.6, report
     assert report["folding_percent"] < 0.1, report
     assert (tmp_path / f"{stem}_overview.png").stat().st_size > 100_000
+    # every stage ran: zero-filled, reconstructed, super-resolved, labels, registered, template
+    # (3.3 inches each at 80 dpi)
+    assert __import__("matplotlib.image").image.imread(tmp_path / f"{stem}_overview.png").shape[:2] == (560, 1584)
     assert not list(tmp_path.glob(".*")), "a temporary file was left behind"
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
@@ -132,6 +175,8 @@ def test_stages_switch_off_by_config(thick_slab, tmp_path):
     wf.finalize()
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["subject_slab_overview.png", "subject_slab_recon.nii.gz", "subject_slab_seg.nii.gz"]
+    # zero-filled, reconstructed, labels: three columns
+    assert __import__("matplotlib.image").image.imread(tmp_path / "subject_slab_overview.png").shape[:2] == (560, 792)
     recon, seg = (nib.load(tmp_path / f"subject_slab_{k}.nii.gz") for k in ("recon", "seg"))
     assert recon.shape == seg.shape == (112, 144, 16) and np.allclose(seg.affine, recon.affine)
     assert np.linalg.norm(seg.affine[:3, 2]) == pytest.approx(4.0)
@@ -139,8 +184,16 @@ def test_stages_switch_off_by_config(thick_slab, tmp_path):
 
 
 def test_a_stage_bundle_that_does_not_fit_is_refused_before_any_work(tmp_path):
-    """A 2D reconstruction bundle named as the super-resolution stage: refused with both names."""
+    """A super-resolution bundle whose metadata declares a 2D input: refused with both names."""
+    import shutil
+
+    sr = tmp_path / "bundles" / "brain_mri_sr"
+    shutil.copytree(REPO / "bundles" / "brain_mri_sr", sr, ignore=shutil.ignore_patterns("outputs", "eval", "docs"))
+    meta = json.loads((sr / "configs" / "metadata.json").read_text())
+    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = ["*", "*"]
+    (sr / "configs" / "metadata.json").write_text(json.dumps(meta))
     cpu = torch.device("cpu")
-    with pytest.raises(InvalidInputError, match=r"stage bundles do not fit \(brain_mri_recon_unet 0.1.0 -> brain_mri_recon_unet 0.1.0\): .*super-resolution is not a 3D bundle"):
-        PipelineChain(ReconStage(RECON, cpu), SuperResStage("brain_mri_recon_unet", cpu), None, None, str(tmp_path))
-    assert not any(tmp_path.iterdir())
+    out = tmp_path / "out"
+    with pytest.raises(InvalidInputError, match=r"stage bundles do not fit \(brain_mri_recon_unet 0.1.0 -> brain_mri_sr 0.1.0\): super-resolution is not a 3D bundle$"):
+        PipelineChain(ReconStage(RECON, cpu), SuperResStage(sr, cpu), None, None, str(out))
+    assert not out.exists()

@@ -67,6 +67,36 @@ def test_summary_comes_last_and_lists_what_the_run_wrote(tmp_path, capsys):
     assert lines[1:] == ["outputs (1):", f"  {written}", "MLflow: not tracked (add --tracking mlflow to track it)"]
 
 
+def test_a_training_counts_slices_or_batches_and_lists_checkpoints_and_weights(tmp_path, monkeypatch, capsys):
+    """As a train.json attaches it: slices when each epoch is a pass over the data, iterations
+    ("batch") when the sampler draws a set number with replacement; the summary lists the
+    checkpoints (output_dir) and the final weights (extra_dirs: the config's ckpt_dir)."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    data = [{"image": torch.zeros(1)}] * 6
+    cases = [(DataLoader(data, batch_size=2, shuffle=True), "slice", "6/6"),
+             (DataLoader(data, batch_size=2, sampler=RandomSampler(data, replacement=True, num_samples=8)), "batch", "4/4")]
+    for loader, unit, count in cases:
+        eval_dir, models = tmp_path / unit / "eval", tmp_path / unit / "models"
+        terminal = Terminal()
+        monkeypatch.setattr("sys.stderr", terminal)
+        checkpoint, weights = eval_dir / "checkpoints" / "checkpoint_epoch=1.pt", models / "model.pt"
+
+        def save(_engine, files=(checkpoint, weights)):
+            for file in files:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_text("state")
+
+        engine = Engine(lambda engine, batch: batch)
+        RunReport(eval_dir, unit=unit, extra_dirs=[models]).attach(engine)
+        engine.add_event_handler(Events.COMPLETED, save)
+        engine.run(loader, max_epochs=1)
+        assert count in terminal.getvalue() and f"{unit}/s" in terminal.getvalue()
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[1:4] == ["outputs (2):", f"  {checkpoint}", f"  {weights}"]
+
+
 def test_tracking_summary_names_the_run_and_how_to_browse_it():
     local = TrackingState("sqlite:////out/mlruns.db", local=True, run_id="abc", experiment_id="1")
     assert summary_lines(2.04, ["/out/a.nii.gz"], local) == [

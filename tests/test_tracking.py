@@ -4,6 +4,7 @@ that cannot be used at the start, or a server that dies during the run, is repor
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from helpers import mlflow_server
 from bundle_checks import REPO, workflow
+from mribundles.errors import InvalidInputError
 from mribundles.tracking import (HTTP_LIMITS, SafeClient, TrackingState, bundle_params, http_limits, resolve_store,
                                  sqlite_uri, tracked_run, tracking_uri)
 
@@ -39,13 +41,15 @@ def test_environment_names_the_store(tmp_path, monkeypatch):
     assert tracking_uri(tmp_path / "out") == shared and os.environ["MLFLOW_TRACKING_URI"] == shared
 
 
-def test_unreachable_server_falls_back_to_the_local_store_with_a_warning(tmp_path, monkeypatch):
+def test_a_bundle_runs_server_is_passed_on_unasked_and_the_environment_left_alone(tmp_path, monkeypatch):
+    """MONAI's handler reads the variable itself and calls no server before the run starts;
+    then RunLineage asks it (test_bundle_run_with_the_server_down_keeps_outputs_and_tracks_locally)."""
     dead = _closed_port_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
-    with pytest.warns(UserWarning, match=f"MLflow server {dead} does not answer"):
-        uri = tracking_uri(tmp_path)
-    # The configs' tracking_uri also steers MONAI's MLFlowHandler, which reads the variable first.
-    assert uri == f"sqlite:///{tmp_path}/mlruns.db" and os.environ["MLFLOW_TRACKING_URI"] == uri
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tracking_uri(tmp_path) == dead
+    assert not _messages(caught, "MLflow") and os.environ["MLFLOW_TRACKING_URI"] == dead
 
 
 def _under_a_file(tmp_path) -> str:
@@ -156,21 +160,70 @@ def _bundle_run(kspace, out):
     wf.finalize()
 
 
-def test_bundle_run_with_an_unusable_store_completes_tracked_locally(two_slices, tmp_path, monkeypatch):
-    """A bad SQLite path, a file store and an unknown scheme each cost one warning, not the run."""
+BROKEN = ["sqlite path under a file", "file store", "unknown scheme"]  # stores that cannot even be opened
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_bundle_run_with_an_unopenable_store_completes_tracked_locally(case, two_slices, tmp_path, monkeypatch, capsys):
+    """MONAI's handler opens the variable's store while the config is parsed; RunLineage, built
+    before it, has put the local store in the variable's place: one warning, not the run."""
+    configured = UNUSABLE[case](tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", configured)
     out = tmp_path / "out"
-    local = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlruns.db")
-    for number, case in enumerate(["sqlite path under a file", "file store", "unknown scheme"], start=1):
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", UNUSABLE[case](tmp_path))
-        (out / "phantom_recon.nii.gz").unlink(missing_ok=True)
+    local = sqlite_uri(out / "mlruns.db")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _bundle_run(two_slices, out)
+    (message,) = _messages(caught, "tracking this run in")
+    assert message.startswith(f"MLflow store {configured} ") and message.endswith(f"tracking this run in {local} instead")
+    assert not _messages(caught, "tracking failed")
+    assert (out / "phantom_recon.nii.gz").is_file() and (out / "phantom_recon.png").is_file()
+    client = mlflow.MlflowClient(tracking_uri=local)
+    (run,) = client.search_runs([client.get_experiment_by_name(RVN.name).experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["bundle_name"] == RVN.name
+    assert f"MLflow: run {run.info.run_id} tracked locally in {local}" in capsys.readouterr().out
+    assert os.environ["MLFLOW_TRACKING_URI"] == local  # replaced for this process, for MONAI's handler
+
+
+def test_run_lineage_replaces_only_a_store_that_cannot_be_opened(tmp_path, monkeypatch):
+    """Building RunLineage puts the local store in the variable's place (MONAI's handler reads it
+    first) without a word yet: an untracked run says nothing about MLflow; the warning comes
+    when the run starts tracked. A server (asked only then), a usable store and no variable at
+    all are left as they are."""
+    from mribundles.tracking import RunLineage
+
+    out = tmp_path / "out"
+    local = sqlite_uri(out / "mlruns.db")
+    for configured in [_closed_port_uri(), f"sqlite:///{tmp_path}/shared.db", *(UNUSABLE[case](tmp_path) for case in BROKEN)]:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", configured)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _bundle_run(two_slices, out)
-        assert len(_messages(caught, "tracking this run in")) == 1 and not _messages(caught, "tracking failed"), case
-        assert (out / "phantom_recon.nii.gz").is_file(), case
-        runs = local.search_runs([local.get_experiment_by_name(RVN.name).experiment_id])
-        assert len(runs) == number and {r.info.status for r in runs} == {"FINISHED"}, case
-        assert all(r.data.params["bundle_name"] == RVN.name for r in runs)
+            lineage = RunLineage(str(RVN), output_dir=str(out))
+        assert not _messages(caught, "MLflow")
+        if configured.startswith(("http", f"sqlite:///{tmp_path}/shared")):
+            assert os.environ["MLFLOW_TRACKING_URI"] == configured
+            continue
+        assert os.environ["MLFLOW_TRACKING_URI"] == local
+        with pytest.warns(UserWarning, match=f"MLflow store {re.escape(configured)} .*tracking this run in {re.escape(local)} instead"):
+            assert lineage._store_of(local) == TrackingState(local, local=True)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    RunLineage(str(RVN), output_dir=str(out))
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_a_store_that_cannot_be_opened_is_refused_in_one_line_where_no_run_lineage_came_first(tmp_path, monkeypatch):
+    """`tracking_uri` writes nothing. In a training config MONAI builds the validator's handler
+    (through ValidationHandler) before the trainer's RunLineage, so no fallback can step in
+    there; the store is refused before any work, saying what to do, not with MONAI's traceback."""
+    for case in BROKEN:
+        configured = UNUSABLE[case](tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", configured)
+        with pytest.raises(InvalidInputError) as refused:
+            tracking_uri(tmp_path / "out")
+        message = str(refused.value)
+        assert message.startswith(f"MLFLOW_TRACKING_URI {configured} ") and "\n" not in message, case
+        assert f"unset it to track the run in {sqlite_uri(tmp_path / 'out' / 'mlruns.db')}" in message
+        assert os.environ["MLFLOW_TRACKING_URI"] == configured
 
 
 @pytest.fixture

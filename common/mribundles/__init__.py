@@ -4,12 +4,22 @@ Bundle configs say `"$import mribundles"` and then name `mribundles.data.kspace_
 `mribundles.bundles.bundle_root`, ...: MONAI binds `import a.b` to the name `a.b`, so the light
 submodules that configs call are imported here. Transforms, networks and handlers are named by
 `_target_` strings, which MONAI imports itself.
+
+Importing the library leaves the process as it was (no matplotlib backend, no environment
+variable, no exception hook), with one exception: in a MONAI bundle run. There the entry point
+is MONAI's (``python -m monai.bundle run``) and a config's ``$import mribundles`` is the first
+code of ours to run, before MONAI's own checks of the command line (its ``--tracking`` makes the
+output folder first) and before any handler exists; training configs have no `RunReport` at all.
+So in that process alone the import installs the hook that reports refused input as one line
+(`mribundles.errors.install_excepthook`); `mribundles.errors.is_monai_bundle_run` says which
+process that is. The `mribundles` command reports refusals in `mribundles.cli.main` itself.
 """
 
 from mribundles import bundles, data, handlers, sample_data, tracking
-from mribundles.errors import InvalidInputError, install_excepthook
+from mribundles.errors import InvalidInputError, install_excepthook, is_monai_bundle_run
 
-install_excepthook()
+if is_monai_bundle_run():
+    install_excepthook()
 
 __all__ = ["InvalidInputError", "bundles", "data", "handlers", "sample_data", "tracking"]
 __version__ = "0.1.0"

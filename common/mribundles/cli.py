@@ -1,14 +1,19 @@
 """The `mribundles` command line (also `python -m mribundles`).
 
 Subcommands register themselves in `COMMANDS`: a name maps to a function that adds its
-arguments to a subparser and a function that runs it. Bad input (InvalidInputError,
-FileNotFoundError, ValueError) becomes one line `error: <message>` on stderr and exit code 2.
+arguments to a subparser and a function that runs it: it parses arguments and calls the library
+(MLflow runs are built in `mribundles.tracking`). Bad input (InvalidInputError,
+FileNotFoundError, ValueError, and any refusal that `mribundles.errors.find_refusal` finds
+inside the wrappers MONAI puts around it) becomes one line `error: <message>` on stderr and exit
+code 2, in `main` itself: the command needs no exception hook, and calling `main` from Python
+changes nothing in the calling process. MRIBUNDLES_TRACEBACK=1 shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +36,11 @@ COMMANDS: dict[str, Command] = {}
 def register(name: str, help: str, add_arguments: Callable, run: Callable) -> None:
     """Add a subcommand: `add_arguments(subparser)` declares it, `run(args) -> exit code` runs it."""
     COMMANDS[name] = Command(help, add_arguments, run)
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (they are off anyway when stderr is not a terminal)")
 
 
 # --- evaluate-recon -------------------------------------------------------------------------
@@ -56,6 +66,7 @@ def _evaluate_recon_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run ORACLE CS: lamda picked per file by the PSNR against the fully sampled reference "
                              "(an upper bound, listed as 'l1-wavelet (oracle lambda=...)'; the tuned CS is kept)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_quiet(parser)
     parser.add_argument("--output-dir", default=None, help="write the comparison figure here (default with --track: ./eval)")
     parser.add_argument(
         "--track",
@@ -89,6 +100,7 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mribundles.evaluation import evaluate_recon
+    from mribundles.report import quiet_progress
 
     start = time.perf_counter()
     output_dir = args.output_dir or ("eval" if args.track else None)
@@ -110,7 +122,13 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
         spokes=args.spokes,
         cs_oracle=args.cs_oracle,
     )
-    result, tracking = _tracked_evaluation(evaluate, args.bundle, figure, output_dir) if args.track else (evaluate(), None)
+    with quiet_progress(args.quiet):  # the bars of evaluate_recon's loops too
+        if args.track:
+            from mribundles.tracking import track_evaluation
+
+            result, tracking = track_evaluation(evaluate, args.bundle, figure, output_dir)
+        else:
+            result, tracking = evaluate(), None
     print(json.dumps(result, indent=2) if args.json else format_recon_table(result))
     _print_summary(start, [figure] if figure is not None and figure.is_file() else [], tracking)
     return 0
@@ -126,29 +144,6 @@ def _print_summary(start: float, outputs: list, tracking) -> None:
 
     lines = summary_lines(time.perf_counter() - start, outputs, tracking, untracked="add --track to track it")
     print("\n" + "\n".join(lines), file=sys.stderr)
-
-
-def _tracked_evaluation(evaluate: Callable[[], dict], bundle: str, figure, output_dir: str) -> tuple:
-    """Run ``evaluate`` inside a parent run (bundle, data, settings, figure), then log one
-    nested run per method with its scores, per-slice scores and timing. Returns the result and
-    the run's `TrackingState`."""
-    from mribundles.tracking import bundle_params, tracked_run
-
-    params = bundle_params(bundle)
-    with tracked_run(f"evaluate-recon {params['bundle_name']}", params, output_dir=output_dir) as (client, parent):
-        result = evaluate()
-        for key, value in {"data_file": result["data_file"], **result["settings"]}.items():
-            client.log_param(parent, key, value)
-        if figure is not None:
-            client.log_artifact(parent, str(figure))
-        for method, scores in result["methods"].items():
-            with tracked_run(method, {"method": method}, output_dir=output_dir, parent_run_id=parent) as (_, run_id):
-                for key in ("nmse", "psnr", "ssim", "seconds_per_slice"):
-                    client.log_metric(run_id, key, scores[key])
-                for key, values in scores["per_slice"].items():
-                    for step, value in enumerate(values):
-                        client.log_metric(run_id, f"{key}_per_slice", value, step=step)
-    return result, client.state
 
 
 register(
@@ -173,6 +168,7 @@ def _budget_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default=None, help="true labels of the imaged volume: also report Dice against them")
     parser.add_argument("--out", default="eval/acceleration_budget", help="folder for budget.json and budget.png")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_quiet(parser)
     parser.add_argument(
         "--track",
         action="store_true",
@@ -186,46 +182,24 @@ def _budget_run(args: argparse.Namespace) -> int:
 
     from mribundles.chains.budget import acceleration_budget, format_budget_table, plot_budget
     from mribundles.io.atomic import atomic_path
+    from mribundles.report import quiet_progress
 
     start = time.perf_counter()
-    result = acceleration_budget(args.chain, args.kspace, args.accelerations, args.mask, args.seed, args.device,
-                                 args.recon_bundle, args.recon_weights, args.labels)
+    with quiet_progress(args.quiet):  # the accelerations' bar and the reconstruction stage's
+        result = acceleration_budget(args.chain, args.kspace, args.accelerations, args.mask, args.seed, args.device,
+                                     args.recon_bundle, args.recon_weights, args.labels)
     out = Path(args.out)
     with atomic_path(out / "budget.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     plot_budget(result, out / "budget.png")
-    tracking = _track_budget(result, out) if args.track else None
+    tracking = None
+    if args.track:
+        from mribundles.tracking import track_budget
+
+        tracking = track_budget(result, out)
     print(json.dumps(result, indent=2) if args.json else format_budget_table(result))
     _print_summary(start, [out / "budget.json", out / "budget.png"], tracking)
     return 0
-
-
-def _track_budget(result: dict, out):
-    """Parent run (chain, stage bundles with their weights, data, table and plot) with one nested
-    run per acceleration holding its PSNR, SSIM and Dice per class. Returns its `TrackingState`."""
-    from mribundles.bundles import file_sha256
-    from mribundles.chains.stages import find_bundle
-    from mribundles.tracking import bundle_params, tracked_run
-
-    params = {"chain": result["chain"], "kspace_file": result["kspace_file"], "mask": result["mask"], "seed": result["seed"]}
-    for stage in ("recon_bundle", "seg_bundle"):
-        for key, value in bundle_params(find_bundle(result[stage])).items():
-            params[f"{stage}.{key}"] = value
-    if result["recon_weights"]:  # weights other than the bundle's: record which
-        params["recon_weights"] = result["recon_weights"]
-        params["recon_weights_sha256"] = file_sha256(result["recon_weights"])
-    with tracked_run(f"acceleration-budget {result['chain']}", params, output_dir=out) as (client, parent):
-        client.log_artifact(parent, str(out / "budget.json"))
-        client.log_artifact(parent, str(out / "budget.png"))
-        for row in result["rows"]:
-            with tracked_run(f"R={row['acceleration']:g}", {"acceleration": row["acceleration"]}, output_dir=out,
-                             parent_run_id=parent) as (_, run_id):
-                metrics = {"psnr": row["psnr"], "ssim": row["ssim"], "mean_dice": row["mean_dice"]}
-                metrics.update({f"dice_{name.replace(' ', '_')}": value for name, value in row["dice"].items()})
-                metrics.update({f"dice_truth_{name.replace(' ', '_')}": value for name, value in row.get("dice_truth", {}).items()})
-                for key, value in metrics.items():
-                    client.log_metric(run_id, key, value)
-    return client.state
 
 
 register(
@@ -382,13 +356,32 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _refusal_message(exc: Exception) -> str | None:
+    """The one line for an exception that refuses the user's input, or None for a fault of the code.
+
+    A ValueError (InvalidInputError is one) or FileNotFoundError raised by a command, or a
+    refusal (`mribundles.errors.find_refusal`) inside whatever wraps it, e.g. MONAI's
+    RuntimeError around a config expression that failed on a corrupt file.
+    """
+    from mribundles.errors import find_refusal
+
+    if isinstance(exc, (ValueError, FileNotFoundError)):
+        return _one_line(exc)
+    found = find_refusal(exc)
+    return None if found is None else " ".join(found.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv` (default sys.argv[1:]), run the subcommand and return its exit code."""
+    """Parse `argv` (default sys.argv[1:]), run the subcommand and return its exit code:
+    2 and one line on stderr when the input is refused (`_refusal_message`)."""
     args = build_parser().parse_args(argv)
     try:
         return args._run(args)
-    except (ValueError, FileNotFoundError) as exc:  # InvalidInputError is a ValueError
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+    except Exception as exc:
+        message = None if os.environ.get("MRIBUNDLES_TRACEBACK") == "1" else _refusal_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,4 @@
-"""Dataset listings: one dict per k-space slice, for MONAI datasets."""
+"""Dataset listings for MONAI datasets: one dict per k-space slice, image, pair or file."""
 
 from __future__ import annotations
 
@@ -65,3 +65,10 @@ def registration_pairs(moving: str | list, fixed: str | list, moving_label: str 
         elif len(columns[key]) != n:
             raise ValueError(f"{key}: {len(values)} entries for {n} moving images")
     return [{k: str(v[i]) for k, v in columns.items() if v[i]} for i in range(n)]
+
+
+def file_items(files: str | os.PathLike | Sequence[str | os.PathLike], key: str) -> list[dict]:
+    """`[{key: file}, ...]`: one item per file, from one path or a list of them (the studies of
+    a chain, the volumes of a segmentation run)."""
+    paths = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    return [{key: path} for path in paths]

@@ -77,12 +77,25 @@ def quiet_refusals(logger: logging.Logger) -> None:
         logger.addFilter(RefusalLogFilter())
 
 
+def is_monai_bundle_run() -> bool:
+    """Whether this process is MONAI's bundle command (``python -m monai.bundle ...``, also as a
+    ``torchrun -m monai.bundle`` worker): its ``__main__`` module is ``monai.bundle.__main__``.
+
+    Read from the import system, which records what ``-m`` ran; the command line is not parsed.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "monai.bundle.__main__"
+
+
 def install_excepthook() -> None:
     """Report uncaught refusals (`find_refusal`) as one line on stderr (exit status stays 1).
 
-    Bundle configs import mribundles, so `python -m monai.bundle run` with a corrupt or missing
-    k-space file ends with `error: <file>: <problem>` instead of three chained tracebacks. Every
-    other exception, and every exception when MRIBUNDLES_TRACEBACK=1, keeps Python's report.
+    For a command-line program whose entry point is not ours: a bundle run, where MONAI's
+    ``python -m monai.bundle run`` runs our configs, so that a corrupt or missing k-space file
+    ends with `error: <file>: <problem>` instead of three chained tracebacks. The `mribundles`
+    command needs no hook (`mribundles.cli.main` reports refusals itself). Every other
+    exception, and every exception when MRIBUNDLES_TRACEBACK=1, keeps the report of the hook
+    installed before, which it calls. Installing it twice installs it once.
     """
     previous = sys.excepthook
 

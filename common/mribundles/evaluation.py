@@ -1,12 +1,13 @@
 """Evaluate a reconstruction bundle against zero-filling and L1-wavelet CS on fully sampled data.
 
-Any reconstruction bundle works: its ``configs/inference.json`` supplies ``preprocessing``,
-``prepare_batch``, ``network`` and ``ckpt_path``, and the k-space file and sampling settings are
-overridden. Per slice of the file:
+Any reconstruction bundle works: it is opened (`bundles.open_recon_bundle`) with the sampling
+settings as overrides and run as a chain's stage runs it (`bundles.Bundle.infer`). Per slice of
+the file:
 
-  fully sampled k-space (coil, ky, kx) -> target = RSS, before any undersampling
-  the bundle's preprocessing of the same item (undersamples with the fixed seed) -> its mask
-       -> the bundle's network (batch of one through ``prepare_batch``)
+  the bundle's loader -> fully sampled k-space (coil, ky, kx) -> target = RSS
+  the bundle's preprocessing (without its loader) of the same k-space (undersamples with the
+       fixed seed) -> its mask
+       -> the bundle's inferer and network, then its postprocessing (a batch of one)
        -> zero-filled RSS of the fully sampled k-space times that mask
        -> L1-wavelet CS of the same masked k-space and mask
 
@@ -35,7 +36,7 @@ import torch
 
 from mribundles.baselines.cs import (DEFAULT_RADIAL_LAMDA, ORACLE_FACTORS, l1_wavelet_radial, l1_wavelet_sweep,
                                      tuned_lamda)
-from mribundles.bundles import load_inference, read_metadata
+from mribundles.bundles import Bundle, open_recon_bundle
 from mribundles.data import kspace_slices
 from mribundles.errors import InvalidInputError
 from mribundles.io.kspace import load_kspace
@@ -45,7 +46,7 @@ from mribundles.physics.fft import ifft2c
 from mribundles.physics.masks import MASK_KINDS, mask_from_kspace
 from mribundles.report import progress
 
-__all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon", "load_recon_bundle", "require_fully_sampled"]
+__all__ = ["DEFAULT_CS_ITERS", "MIN_SAMPLED_FRACTION", "evaluate_recon", "require_fully_sampled"]
 
 DEFAULT_CS_ITERS = 100
 MIN_SAMPLED_FRACTION = 0.95  # below this a file counts as prospectively undersampled
@@ -61,34 +62,13 @@ def require_fully_sampled(kspace: torch.Tensor, path: str | os.PathLike) -> None
         )
 
 
-def _bundle_name(bundle_dir: Path) -> str:
-    try:
-        return read_metadata(bundle_dir)["name"]
-    except (OSError, ValueError, KeyError):
-        return bundle_dir.name
+def _run_network(bundle: Bundle, item: dict) -> torch.Tensor:
+    """One preprocessed item through the bundle's inferer, network and postprocessing -> its
+    magnitude image (H, W) on the CPU, in the k-space file's units."""
+    from monai.data import list_data_collate
 
-
-def load_recon_bundle(bundle_dir: Path, overrides: dict, device: torch.device):
-    """Parse inference.json with overrides -> (preprocessing, prepare_batch, network, postprocessing)."""
-    parser, network = load_inference(bundle_dir, overrides, device)
-    postprocessing = parser.get_parsed_content("postprocessing") if "postprocessing" in parser else None
-    return parser.get_parsed_content("preprocessing"), parser.get_parsed_content("prepare_batch"), network, postprocessing
-
-
-def _run_network(item: dict, prepare_batch, network, postprocessing, device) -> torch.Tensor:
-    """One preprocessed item -> the network's magnitude image (H, W) on the CPU."""
-    from monai.data import decollate_batch, list_data_collate
-
-    batch = list_data_collate([item])
-    inputs, _, args, kwargs = prepare_batch(batch, device)
-    with torch.no_grad():
-        output = network(inputs, *args, **kwargs)
-    if postprocessing is not None and getattr(postprocessing, "transforms", None):
-        batch["pred"] = output
-        output = postprocessing(decollate_batch(batch)[0])["pred"][None]
-    image = torch.as_tensor(output).detach().to("cpu", torch.float32)
-    if "scale" in item:  # NormalizeKspaced in the preprocessing: undo it
-        image = image * torch.as_tensor(item["scale"]).to(torch.float32)
+    (output,) = bundle.infer(list_data_collate([item]))
+    image = torch.as_tensor(output["pred"]).detach().to("cpu", torch.float32)
     return image.reshape(image.shape[-2:])
 
 
@@ -104,35 +84,38 @@ def _is_radial(kspace_file: Path) -> bool:
         return is_radial(hf)
 
 
-def _cartesian_slices(items, kspace_file, preprocessing, settings):
+def _cartesian_slices(items, kspace_file, bundle: Bundle, settings):
     """Per slice: (target, the bundle's preprocessed item, zero-filling, CS), the last two as
     callables (timed by the caller) on the samples of the bundle's own mask; CS takes a list of
-    lamdas and returns one image per lamda."""
-    from mribundles.transforms import LoadKspaced, ReferenceImaged
+    lamdas and returns one image per lamda. The slice is read once, by the bundle's loader."""
+    from mribundles.transforms import ReferenceImaged
 
-    reference, load = ReferenceImaged("kspace", "target"), LoadKspaced("kspace")
+    reference, load, preprocessing = ReferenceImaged("kspace", "target"), bundle.loaders(), bundle.preprocessing()
     for entry in items:
-        full = load(entry)
+        full = load(dict(entry))
         require_fully_sampled(full["kspace"], kspace_file)
-        item = preprocessing(dict(entry))
+        item = preprocessing(dict(full))
         sampling = torch.as_tensor(item["mask"]).cpu()
         measured = full["kspace"] * sampling
         yield (reference(full)["target"][0], item, lambda m=measured: rss(ifft2c(m)),
                lambda lams, m=measured, s=sampling: l1_wavelet_sweep(m, s, lams, settings["cs_iters"]))
 
 
-def _radial_slices(items, kspace_file, preprocessing, settings):
+def _radial_slices(items, kspace_file, bundle: Bundle, settings):
     """Per slice of a radial file: (its reference image, the bundle's preprocessed item, the
-    item's gridding, radial CS on the same spokes)."""
+    gridding and radial CS of the spokes the bundle kept, as read from the file)."""
     from mribundles.io.radial import read_radial_reference
     from mribundles.physics.radial import grid_rss
 
+    load, preprocessing = bundle.loaders(), bundle.preprocessing()
     for entry in items:
         target = read_radial_reference(kspace_file, int(entry.get("slice") or 0))
-        item = preprocessing(dict(entry))
-        yield (target, item, lambda i=item: grid_rss(i["kspace"], i["trajectory"]),
-               lambda lams, i=item: [l1_wavelet_radial(i["kspace"], i["trajectory"], lam, settings["cs_iters"])
-                                     for lam in lams])
+        loaded = load(dict(entry))
+        item = preprocessing(dict(loaded))
+        trajectory = item["trajectory"]  # the first spokes of the file's (a golden-angle prefix)
+        measured = loaded["kspace"][..., : trajectory.shape[1], :]
+        yield (target, item, lambda m=measured, t=trajectory: grid_rss(m, t),
+               lambda lams, m=measured, t=trajectory: [l1_wavelet_radial(m, t, lam, settings["cs_iters"]) for lam in lams])
 
 
 def evaluate_recon(
@@ -197,11 +180,10 @@ def evaluate_recon(
         raise FileNotFoundError(f"{bundle_dir}: no such bundle folder")
     items = kspace_slices(kspace_file)  # reads only the header; raises on a missing/bad file
     torch_device = torch.device(device)
-    name = _bundle_name(bundle_dir)
     if _is_radial(kspace_file):
         settings = {"sampling": "radial", "spokes": int(spokes), "device": str(torch_device),
                     "cs_lamda": DEFAULT_RADIAL_LAMDA if cs_lamda is None else cs_lamda, "cs_iters": cs_iters}
-        overrides = {"kspace_file": str(kspace_file), "sampling": "radial", "spokes": int(spokes), "device": torch_device}
+        sampling, overrides = "radial", {"spokes": int(spokes), "device": torch_device}
         slices = _radial_slices
     else:
         if mask not in MASK_KINDS:
@@ -217,26 +199,28 @@ def evaluate_recon(
         settings = {"mask": mask, "acceleration": acceleration, "center_fraction": center_fraction, "seed": seed,
                     "device": str(torch_device), "cs_lamda": tuned_lamda(mask, acceleration) if cs_lamda is None else cs_lamda,
                     "cs_iters": cs_iters}
-        overrides = {"kspace_file": str(kspace_file), "sampling": "cartesian", "mask": mask, "acceleration": acceleration,
-                     "center_fraction": center_fraction, "seed": seed, "device": torch_device}
+        sampling, overrides = "cartesian", {"mask": mask, "acceleration": acceleration, "center_fraction": center_fraction,
+                                            "seed": seed, "device": torch_device}
         slices = _cartesian_slices
     if cs_oracle and not baselines:
         raise ValueError("cs_oracle needs baselines=True")
     oracle_grid = [settings["cs_lamda"] * factor for factor in ORACLE_FACTORS] if cs_oracle else []
     if cs_oracle:
         settings["cs_oracle_grid"] = oracle_grid
-    preprocessing, prepare_batch, network, postprocessing = load_recon_bundle(bundle_dir, overrides, torch_device)
+    bundle = open_recon_bundle(bundle_dir, sampling, overrides)
+    bundle.network()  # loaded before the first slice's clock starts
+    name = bundle.name
 
     naive = "gridding" if settings.get("sampling") == "radial" else "zero-filled"
     methods = (name, naive, "l1-wavelet") if baselines else (name,)
     images, seconds = {m: [] for m in methods}, {m: 0.0 for m in methods}
     oracle_images, oracle_seconds = {lam: [] for lam in oracle_grid}, 0.0
     targets = []
-    for target, item, naive_image, cs_image in progress(slices(items, kspace_file, preprocessing, settings), "slice",
+    for target, item, naive_image, cs_image in progress(slices(items, kspace_file, bundle, settings), "slice",
                                                         total=len(items), desc=name):
         targets.append(target)
         start = time.perf_counter()
-        images[name].append(_run_network(item, prepare_batch, network, postprocessing, torch_device))
+        images[name].append(_run_network(bundle, item))
         seconds[name] += time.perf_counter() - start
         if not baselines:
             continue

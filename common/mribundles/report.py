@@ -3,6 +3,8 @@
 - `progress_bar` / `progress`: tqdm bars on stderr, shown only on a terminal and never with
   ``quiet``, so test logs, CI and redirected output stay clean. tqdm shows the rate in the
   bar's own unit (``2.5 slice/s``, or ``12.3s/volume`` when slower than one a second).
+- `quiet_progress`: no bar at all inside a block, whichever library loop would draw one: how a
+  command's ``--quiet`` reaches loops it does not call directly (a stage's slices, say).
 - `StageEvents` / `announce_stage`: a chain's process function names the stage it starts, as
   an ignite event, so that the bar of the chain's engine shows it (``segmentation (2/2)``).
 - `summary_lines`: the closing summary of a run: seconds taken, the files written, and where
@@ -17,11 +19,14 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from ignite.engine import Engine, EventEnum
 
-__all__ = ["StageEvents", "Ticker", "announce_stage", "has_stage_events", "is_rank_zero", "progress", "progress_bar", "progress_enabled", "summary_lines"]
+__all__ = ["StageEvents", "Ticker", "announce_stage", "has_stage_events", "is_rank_zero", "progress", "progress_bar",
+           "progress_enabled", "quiet_progress", "summary_lines"]
 
 MAX_LISTED_OUTPUTS = 20  # a run over a folder of studies would otherwise print hundreds of lines
 
@@ -33,10 +38,28 @@ def is_rank_zero() -> bool:
     return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
 
 
+# Set only inside `quiet_progress`: a context variable, so it is scoped to the block (and to its
+# thread or task) and restored on leaving it, not a switch left on for the rest of the process.
+_QUIET: ContextVar[bool] = ContextVar("mribundles_quiet_progress", default=False)
+
+
+@contextmanager
+def quiet_progress(quiet: bool = True) -> Iterator[None]:
+    """Inside the block, with ``quiet``, `progress_enabled` says no: a command's ``--quiet``
+    hides the bars of every loop it runs, including those of library calls that take no
+    ``quiet`` of their own. ``quiet=False`` changes nothing (an enclosing block still holds)."""
+    token = _QUIET.set(_QUIET.get() or bool(quiet))
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
 def progress_enabled(quiet: bool = False, stream=None) -> bool:
-    """Whether to draw a progress bar: not ``quiet``, ``stream`` (stderr) is a terminal, rank 0."""
+    """Whether to draw a progress bar: not ``quiet`` nor inside `quiet_progress`, ``stream``
+    (stderr) is a terminal, rank 0."""
     stream = sys.stderr if stream is None else stream
-    return not quiet and bool(getattr(stream, "isatty", lambda: False)()) and is_rank_zero()
+    return not (quiet or _QUIET.get()) and bool(getattr(stream, "isatty", lambda: False)()) and is_rank_zero()
 
 
 def progress_bar(total: int | None, unit: str, desc: str | None = None, quiet: bool = False):

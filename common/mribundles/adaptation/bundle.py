@@ -20,7 +20,7 @@ from torch import nn
 
 from mribundles.adaptation.models import kspace_model
 from mribundles.adaptation.ssdu import AdaptationResult, adapt, ssdu_split
-from mribundles.bundles import file_sha256, read_metadata
+from mribundles.bundles import file_sha256, open_bundle, read_metadata
 from mribundles.errors import InvalidInputError
 from mribundles.io.atomic import atomic_path
 from mribundles.physics.coils import rss
@@ -203,32 +203,14 @@ def model_card_addendum(bundle_root: Path, ckpt_path: Path, items: Sequence[dict
     ])
 
 
-def _parse_overlay(bundle_dir: Path, overrides: dict):
-    """A bundle's inference.json with its adapt.json on top, and `overrides`, parsed."""
-    from monai.bundle import ConfigParser  # MONAI takes seconds to import
-
-    files = [bundle_dir / "configs" / "inference.json", bundle_dir / "configs" / "adapt.json"]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise InvalidInputError("the bundle has no such config; adaptation needs inference.json and adapt.json", missing[0])
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    parser["bundle_root"] = str(bundle_dir)
-    for key, value in overrides.items():
-        if key not in parser:
-            raise InvalidInputError(f"override {key!r} is not an id of the bundle's configs", files[-1])
-        parser[key] = value
-    parser.parse()
-    return parser
-
-
 def adapt_and_reconstruct(bundle_dir: str | os.PathLike, kspace: torch.Tensor, mask: torch.Tensor,
                           reference: torch.Tensor | None = None, device: str | torch.device = "cpu",
                           overrides: dict | None = None, progress: bool = False) -> dict:
     """Zero-shot adaptation of a bundle on one undersampled slice, and its reconstructions.
 
-    The bundle's network and weights come from its inference.json, the adaptation settings from
-    its adapt.json (``overrides``, e.g. ``{"adapt_steps": 100}``, change any id). Only the
+    The bundle is opened with its adapt.json over its inference.json (`bundles.open_bundle`): the
+    network and weights from the one, the adaptation settings from the other (``overrides``, e.g.
+    ``{"adapt_steps": 100}``, change any id they define; another id is refused). Only the
     samples in `mask` are used; `reference` (if given) scores the result afterwards and never
     enters the adaptation.
 
@@ -248,12 +230,11 @@ def adapt_and_reconstruct(bundle_dir: str | os.PathLike, kspace: torch.Tensor, m
         (PSNR over the image and inside `metrics.head_mask(reference)`, both with the
         reference's maximum as peak) and "head_fraction".
     """
-    bundle_dir = Path(bundle_dir).resolve()
     device = torch.device(device)
-    parser = _parse_overlay(bundle_dir, {"device": f"$torch.device('{device}')", **(overrides or {})})
-    network = load_weights(parser.get_parsed_content("network"), parser.get_parsed_content("ckpt_path"), device).eval()
-    settings = dict(parser.get_parsed_content("adaptation#settings"))
-    model = kspace_model(network, parser.get_parsed_content("prepare_batch").input_key)
+    # The inference config with the adapt.json overlay: an override of an id neither defines is refused.
+    bundle = open_bundle(bundle_dir, ["inference", "adapt"], {"device": device, **(overrides or {})})
+    settings = dict(bundle.get("adaptation#settings"))
+    model = kspace_model(bundle.network(), bundle.get("prepare_batch").input_key)
     mask = torch.as_tensor(mask).to(device=device, dtype=torch.bool)
     measured = torch.as_tensor(kspace).to(device=device, dtype=torch.complex64) * mask
 
@@ -264,7 +245,7 @@ def adapt_and_reconstruct(bundle_dir: str | os.PathLike, kspace: torch.Tensor, m
     images = {"zero-filled": rss(ifft2c(measured)).cpu(), "before": reconstruct()}
     result = adapt(model, [{"kspace": measured, "mask": mask}], progress=progress, **settings)
     images["after"] = reconstruct()
-    meta = read_metadata(bundle_dir)
+    meta = bundle.metadata
     out = {"bundle": meta.get("name"), "version": meta.get("version"), "settings": settings,
            "adaptation": {k: getattr(result, k) for k in ("start_loss", "best_loss", "best_step", "steps_run", "max_steps", "seconds", "history")},
            "images": images}

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from mribundles.chains.recon_seg import kspace_affine
 from mribundles.chains.stages import ReconStage, SegStage, find_bundle
+from mribundles.io.geometry import assemble_volume
 from mribundles.report import progress
 
 __all__ = ["acceleration_budget", "chain_settings", "format_budget_table", "plot_budget"]
@@ -33,8 +33,9 @@ def chain_settings(chain_bundle: Path) -> dict:
     return {"recon_bundle": config["recon_bundle"], "seg_bundle": config["seg_bundle"], "voxel_size": config["voxel_size"]}
 
 
-def _reference_volume(kspace_file: str | os.PathLike, affine: torch.Tensor, device: torch.device) -> MetaTensor:
-    """Root-sum-of-squares of every fully sampled slice, as the chain assembles its volumes."""
+def _reference_volume(kspace_file: str | os.PathLike, voxel_size, device: torch.device) -> MetaTensor:
+    """Root-sum-of-squares of every fully sampled slice, assembled as the chain assembles its
+    volumes (`io.geometry.assemble_volume`)."""
     from mribundles.data import kspace_slices
     from mribundles.evaluation import require_fully_sampled
     from mribundles.io.kspace import load_kspace
@@ -46,7 +47,7 @@ def _reference_volume(kspace_file: str | os.PathLike, affine: torch.Tensor, devi
         kspace = load_kspace(kspace_file, slice_index=item.get("slice"))
         require_fully_sampled(kspace, kspace_file)
         slices.append(rss(ifft2c(kspace.to(device))))
-    return MetaTensor(torch.stack(slices).permute(2, 1, 0)[None], affine=affine.to(device), meta={"filename_or_obj": str(kspace_file)})
+    return assemble_volume(torch.stack(slices), kspace_file, voxel_size)
 
 
 def acceleration_budget(
@@ -77,9 +78,10 @@ def acceleration_budget(
     recon_name = recon_bundle or settings["recon_bundle"]
     torch_device = torch.device(device)
     seg = SegStage(settings["seg_bundle"], torch_device)
-    affine = kspace_affine(kspace_file, settings["voxel_size"])
+    # Built and loaded once; the acceleration is an argument of each call.
+    recon = ReconStage(recon_name, torch_device, mask=mask, seed=seed, weights=recon_weights)
 
-    reference = _reference_volume(kspace_file, affine, torch_device)
+    reference = _reference_volume(kspace_file, settings["voxel_size"], torch_device)
     reference_labels, _ = seg(reference)
     num_classes = len(seg.class_names) + 1
     target = one_hot(reference_labels[None].long(), num_classes)
@@ -93,9 +95,8 @@ def acceleration_budget(
     truth = None if label_file is None else one_hot(_labels_on_grid(label_file, reference_labels)[None].long(), num_classes)
     rows = []
     for acceleration in progress(list(accelerations), "acceleration", desc="acceleration budget"):
-        recon = ReconStage(recon_name, torch_device, mask=mask, acceleration=acceleration,
-                           center_fraction=0.32 / acceleration, seed=seed, weights=recon_weights)
-        volume = recon(kspace_file, affine.to(torch_device))
+        volume = recon(kspace_file, voxel_size=settings["voxel_size"], acceleration=acceleration,
+                       center_fraction=0.32 / acceleration)
         labels, _ = seg(volume)
         pred = volume[0].permute(2, 1, 0).float()
         row = {"acceleration": float(acceleration), "psnr": psnr(gt, pred, maxval), "ssim": ssim(gt, pred, maxval),
@@ -154,16 +155,14 @@ def format_budget_table(result: dict) -> str:
 
 def plot_budget(result: dict, path: str | os.PathLike) -> None:
     """Dice per class (left axis) and PSNR (right axis) against the acceleration, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from mribundles.io.atomic import atomic_path
 
     rows = result["rows"]
     r = [row["acceleration"] for row in rows]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2))  # not pyplot's: no backend to choose, no figure to close
+    ax = fig.subplots()
     for name in rows[0]["dice"]:
         ax.plot(r, [row["dice"][name] for row in rows], marker="o", label=f"Dice {name}")
     ax.set_xlabel("acceleration R")
@@ -178,4 +177,3 @@ def plot_budget(result: dict, path: str | os.PathLike) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -20,7 +20,6 @@ preprocessing resamples that volume to (1 mm for the tissue bundle).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +27,10 @@ from monai.data import MetaTensor, list_data_collate
 from monai.transforms import DivisiblePad, SpatialResample
 from torch import nn
 
+from mribundles.bundles import open_bundle
 from mribundles.errors import InvalidInputError
+from mribundles.io.geometry import stack_volume
+from mribundles.transforms.kspace import restore_scale
 
 __all__ = ["KspaceSlabs", "ReconSegLoss", "ReconSegNetwork", "SlabBatch", "read_bundle_config"]
 
@@ -47,14 +49,16 @@ class KspaceSlabs(torch.utils.data.Dataset):
 
     def __init__(self, kspace_file: str | os.PathLike, label_file: str | os.PathLike, slice_transform,
                  num_slices: int = 12, step: int = 2):
-        from mribundles.chains.recon_seg import kspace_affine
+        from mribundles.io.geometry import kspace_affine
         from mribundles.io.kspace import kspace_shape
         from mribundles.transforms import LoadVolumed
 
         self.kspace_file, self.slice_transform = str(kspace_file), slice_transform
         self.num_slices, self.step = int(num_slices), int(step)
-        self.affine = kspace_affine(kspace_file).float()
-        planes = kspace_shape(kspace_file)[0]
+        shape = kspace_shape(kspace_file)  # refuses a missing or corrupt file, naming it
+        if len(shape) != 4:
+            raise InvalidInputError(f"expected multi-slice k-space (slice, coil, ky, kx), got shape {tuple(shape)}", kspace_file)
+        self.affine, planes = kspace_affine(kspace_file).float(), shape[0]
         self.label = LoadVolumed("label", label_keys="label")({"label": str(label_file)})["label"]
         if self.label.shape[-1] != planes or not np.allclose(self.label.affine.numpy(), self.affine.numpy(), atol=1e-4):
             raise InvalidInputError(f"labels must hold one plane per k-space plane ({planes}) with the k-space file's "
@@ -95,7 +99,8 @@ class ReconSegNetwork(nn.Module):
 
     ``forward(kspace, *recon_args, scale, affine)``: ``kspace`` and ``recon_args`` are what the
     reconstruction network takes (`SlabBatch`), ``scale`` (D,) undoes its input normalisation
-    (as `ReconStage` does) and ``affine`` places the slab. Returns the normalised reconstructions
+    (`transforms.kspace.restore_scale`, as the bundle's `RestoreScaled` does) and ``affine``
+    places the slab: the volume is assembled as `ReconStage` assembles it (`io.geometry`). Returns the normalised reconstructions
     (D, 1, ky, kx), for the reconstruction loss, and the segmentation logits (1, classes, ...)
     as a MetaTensor with the affine of the grid they lie on.
 
@@ -124,8 +129,8 @@ class ReconSegNetwork(nn.Module):
     def forward(self, kspace: torch.Tensor, *args):
         *recon_args, scale, affine = args
         image = torch.as_tensor(self.recon_network(kspace, *recon_args)).float()  # (D, 1, ky, kx)
-        volume = (image * scale.reshape(-1, 1, 1, 1))[:, 0].permute(2, 1, 0)  # (kx, ky, D), as ReconStage
-        seg_input = self.seg_preprocessing({"image": MetaTensor(volume[None], affine=affine)})["image"]
+        volume = stack_volume(restore_scale(image, scale)[:, 0], affine)  # (1, kx, ky, D), as ReconStage
+        seg_input = self.seg_preprocessing({"image": volume})["image"]
         x, y, z = seg_input.shape[1:]
         logits = self.seg_network(self.pad(seg_input.as_tensor())[None])[..., :x, :y, :z]
         return image, MetaTensor(logits, affine=seg_input.affine)
@@ -153,14 +158,6 @@ class ReconSegLoss(nn.Module):
 
 
 def read_bundle_config(bundle: str | os.PathLike, name: str = "train.json"):
-    """A bundle's ``configs/<name>`` parsed lazily (a MONAI ``ConfigParser``), with its
-    ``bundle_root`` set, for a chain to take pieces of it by id."""
-    from monai.bundle import ConfigParser
-
-    from mribundles.chains.stages import find_bundle
-
-    root = find_bundle(bundle)
-    parser = ConfigParser()
-    parser.read_config(str(Path(root) / "configs" / name))
-    parser["bundle_root"] = str(root)
-    return parser
+    """A bundle's ``configs/<name>`` parsed lazily (a MONAI ``ConfigParser``, opened by
+    `bundles.open_bundle`), for a chain to take pieces of it by id."""
+    return open_bundle(bundle, config=name).parser

@@ -1,10 +1,11 @@
 """The stages a chain composes, each built from a stage bundle's own configs and weights.
 
 A stage is loaded by reference: the chain names a bundle (its metadata ``name``, found like
-`bundle_root`, or a folder) and the stage parses that bundle's ``inference.json``, loads its
-weights with ``weights_only=True`` and keeps only what it needs to run in memory. Nothing of
-a stage bundle is copied into the chain's configs, so a retrained or re-published stage bundle
-is picked up as it is.
+`bundle_root`, or a folder) and the stage opens it (`bundles.open_bundle`: its ``inference.json``,
+its weights loaded with ``weights_only=True``). Every stage keeps one contract, the bundle's own
+evaluator's: its preprocessing without the file loaders, its inferer with the network, its
+postprocessing without the writers. Nothing of a stage bundle is copied into the chain's configs,
+so a retrained or re-published stage bundle is picked up as it is.
 
 Between stages the data is a `MetaTensor` on the chain's device: the reconstruction stage returns
 the volume (1, x, y, z) with its affine, and the super-resolution, segmentation and registration
@@ -20,20 +21,12 @@ from pathlib import Path
 
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose
 
-from mribundles.bundles import bundle_root, load_inference, read_metadata
+from mribundles.bundles import Bundle, find_bundle, open_bundle, open_recon_bundle
+from mribundles.io.geometry import assemble_volume, stack_volume
 from mribundles.report import progress
 
 __all__ = ["ReconStage", "RegStage", "SegStage", "SuperResStage", "batch_size_for", "find_bundle", "optional_stage"]
-
-
-def find_bundle(bundle: str | os.PathLike) -> Path:
-    """A bundle folder from a folder path or a bundle name."""
-    path = Path(bundle)
-    if (path / "configs" / "metadata.json").is_file():
-        return path.resolve()
-    return Path(bundle_root(str(bundle)))
 
 
 def optional_stage(stage: type, bundle: str | os.PathLike | None, *args):
@@ -49,22 +42,14 @@ def switched_off(value) -> bool:
     return value is None or str(value).strip().lower() in ("", "none", "null")
 
 
-def _open_bundle(stage, overrides: dict | None = None):
-    """Set ``stage.device`` (a torch.device; the command line gives a string), ``root``,
-    ``metadata`` and ``network`` (the bundle's weights, loaded with weights_only) from
-    ``stage.bundle``; return the bundle's parsed inference config."""
+def _open_stage_bundle(stage, overrides: dict | None = None) -> Bundle:
+    """Open ``stage.bundle`` on ``stage.device`` (a torch.device; the command line gives a
+    string) and set the stage's ``device``, ``root``, ``metadata`` and ``network`` (the bundle's
+    weights, loaded with weights_only)."""
     stage.device = torch.device(stage.device)
-    stage.root = find_bundle(stage.bundle)
-    stage.metadata = read_metadata(stage.root)
-    parser, stage.network = load_inference(stage.root, {"device": stage.device, **(overrides or {})}, stage.device)
-    return parser
-
-
-def _without(transforms, *kinds) -> Compose:
-    """A Compose of a bundle's own transform objects, minus those of ``kinds`` (file loaders and
-    writers: a stage reads and writes memory). The objects are the bundle's, so an ``Invertd``
-    of that bundle still recognises the operations they record."""
-    return Compose([t for t in transforms if not isinstance(t, kinds)])
+    opened = open_bundle(stage.bundle, overrides={"device": stage.device, **(overrides or {})})
+    stage.root, stage.metadata, stage.network = opened.root, opened.metadata, opened.network()
+    return opened
 
 
 def _fresh(volume: MetaTensor, source: str) -> MetaTensor:
@@ -76,9 +61,14 @@ def _fresh(volume: MetaTensor, source: str) -> MetaTensor:
 class ReconStage:
     """Reconstruction of every slice of a multi-slice k-space file, in batches, on ``device``.
 
-    The bundle's preprocessing (load, undersample with ``mask``/``acceleration``/``seed``,
-    zero-fill) runs per slice on the host, as in the bundle itself; the network's outputs stay
-    on ``device`` and are assembled into one volume.
+    The bundle is opened and its weights loaded once; each call runs its stage contract per
+    batch of slices: the bundle's loader and preprocessing (undersample, zero-fill, normalise)
+    on the host, as in the bundle itself, then its inferer with the network and its
+    postprocessing (which restores the intensity scale) on ``device``. The slices are assembled
+    on the device into one volume on the k-space file's grid (`io.geometry.assemble_volume`).
+
+    The sampling (``mask``, ``acceleration``, ``center_fraction``, ``seed``) is an argument of
+    each call; the fields are only the defaults of calls that give none.
 
     ``batch_size="auto"`` sizes batches to the device: on a GPU, one slice is run alone to
     measure its peak memory and batches take half of the free memory (`batch_size_for`); on the
@@ -100,55 +90,68 @@ class ReconStage:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from mribundles.evaluation import load_recon_bundle
-
         self.device = torch.device(self.device)  # "--device cuda" on the command line is a string
-        self.root = find_bundle(self.bundle)
-        self.metadata = read_metadata(self.root)
-        # Chains read Cartesian multi-slice k-space: a bundle that takes both samplings is told so.
-        overrides = {"sampling": "cartesian", "mask": self.mask, "acceleration": self.acceleration,
-                     "center_fraction": self.center_fraction, "seed": self.seed, "device": self.device}
-        if switched_off(self.weights):
-            self.weights = None
-        else:
+        self.weights = None if switched_off(self.weights) else self.weights
+        overrides = {"device": self.device}
+        if self.weights is not None:
             overrides["ckpt_path"] = str(self.weights)
-        self.preprocessing, self.prepare_batch, self.network, _ = load_recon_bundle(self.root, overrides, self.device)
+        # Chains read Cartesian multi-slice k-space: a bundle that takes both samplings is told so.
+        self.opened = open_recon_bundle(self.bundle, "cartesian", overrides)
+        self.root, self.metadata, self.network = self.opened.root, self.opened.metadata, self.opened.network()
 
-    def __call__(self, kspace_file: str | os.PathLike, affine: torch.Tensor) -> MetaTensor:
-        """(1, x, y, z) MetaTensor on the device: x along k-space columns, y along rows, z slices."""
+    def sampling(self, **settings) -> dict:
+        """The bundle's sampling ids for one call: ``settings`` given (not None), else the fields."""
+        defaults = {"mask": self.mask, "acceleration": self.acceleration, "center_fraction": self.center_fraction,
+                    "seed": self.seed}
+        return {key: defaults[key] if settings.get(key) is None else settings[key] for key in defaults}
+
+    def __call__(self, kspace_file: str | os.PathLike, affine: torch.Tensor | None = None, *,
+                 voxel_size=(1.0, 1.0, 1.0), **sampling) -> MetaTensor:
+        """(1, x, y, z) MetaTensor on the device: x along k-space columns, y along rows, z slices.
+
+        The grid is the file's (`io.geometry.kspace_affine`, ``voxel_size`` for a file that
+        states none), or ``affine`` when the caller gives one. ``sampling``: ``mask``,
+        ``acceleration``, ``center_fraction``, ``seed``; those not given are the stage's.
+        """
+        return self.volumes(kspace_file, affine, voxel_size=voxel_size, **sampling)["pred"]
+
+    def volumes(self, kspace_file: str | os.PathLike, affine: torch.Tensor | None = None, *,
+                keys: tuple[str, ...] = ("pred",), voxel_size=(1.0, 1.0, 1.0), mask: str | None = None,
+                acceleration: float | None = None, center_fraction: float | None = None,
+                seed: int | None = None) -> dict[str, MetaTensor]:
+        """Like the call, for every key of ``keys`` that the bundle's items hold after its
+        postprocessing, in one pass: ``pred``, and for figures ``zero_filled`` (on ``pred``'s
+        intensity scale: the bundle's postprocessing restores both) and ``mask``. Each is a
+        (1, x, y, z) MetaTensor on the device, on the same grid."""
         from monai.data import DataLoader, Dataset
 
         from mribundles.data import kspace_slices
 
-        dataset = Dataset(kspace_slices(kspace_file), self.preprocessing)
-        batch_size = self._batch_size(dataset)
-        batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-        slices = [self._reconstruct(batch) for batch in progress(batches, "batch", desc="reconstruction")]
-        volume = torch.cat(slices).permute(2, 1, 0)  # (slice, ky, kx) -> (kx, ky, slice)
-        return MetaTensor(volume[None], affine=affine, meta={"filename_or_obj": str(kspace_file)})
+        run = self.opened.with_settings(self.sampling(mask=mask, acceleration=acceleration,
+                                                      center_fraction=center_fraction, seed=seed))
+        dataset = Dataset(kspace_slices(kspace_file), _slice_preprocessing(run))
+        batches = DataLoader(dataset, batch_size=self._batch_size(run, dataset), shuffle=False, num_workers=0)
+        parts = [_reconstruct(run, batch, keys, self.device) for batch in progress(batches, "batch", desc="reconstruction")]
+        volumes = {}
+        for key in parts[0]:  # the keys of ``keys`` that the bundle's items hold
+            slices = torch.cat([part[key] for part in parts])
+            volumes[key] = assemble_volume(slices, kspace_file, voxel_size) if affine is None else stack_volume(slices, affine)
+            volumes[key].meta["filename_or_obj"] = str(kspace_file)
+        return volumes
 
-    def lineage(self, kspace_file: str | os.PathLike) -> dict:
+    def lineage(self, kspace_file: str | os.PathLike, **settings) -> dict:
         """MLflow params of a run: the bundle, the weights that ran (their own sha256 when
-        ``weights`` replaced the bundle's), the input and the undersampling."""
+        ``weights`` replaced the bundle's), the input and the undersampling (``settings`` as the
+        call's sampling arguments)."""
         from mribundles.bundles import file_sha256
         from mribundles.tracking import bundle_params
 
-        params = {**bundle_params(self.root), "kspace_file": str(kspace_file), "mask": self.mask,
-                  "acceleration": self.acceleration, "center_fraction": self.center_fraction, "seed": self.seed}
+        params = {**bundle_params(self.root), "kspace_file": str(kspace_file), **self.sampling(**settings)}
         if self.weights is not None:
             params.update(weights=str(self.weights), weights_sha256=file_sha256(self.weights))
         return params
 
-    def _reconstruct(self, batch: dict) -> torch.Tensor:
-        """A collated batch of slices -> (B, ky, kx) magnitude images on the device."""
-        with torch.no_grad():
-            inputs, _, args, kwargs = self.prepare_batch(batch, self.device)
-            image = torch.as_tensor(self.network(inputs, *args, **kwargs)).float()  # (B, 1, ky, kx)
-        if "scale" in batch:  # NormalizeKspaced in the preprocessing: undo it
-            image = image * torch.as_tensor(batch["scale"], device=image.device).reshape(-1, 1, 1, 1).float()
-        return image[:, 0]
-
-    def _batch_size(self, dataset) -> int:
+    def _batch_size(self, run: Bundle, dataset) -> int:
         if self.batch_size != "auto":
             return int(self.batch_size)
         if self.device.type != "cuda":
@@ -158,10 +161,26 @@ class ReconStage:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         baseline = torch.cuda.memory_allocated(self.device)
-        self._reconstruct(list_data_collate([dataset[0]]))
+        _reconstruct(run, list_data_collate([dataset[0]]), device=self.device)
         peak = torch.cuda.max_memory_allocated(self.device) - baseline
         free, _ = torch.cuda.mem_get_info(self.device)
         return batch_size_for(free, peak)
+
+
+def _slice_preprocessing(run: Bundle):
+    """The bundle's loader, then its preprocessing: a slice item -> the network's inputs."""
+    from monai.transforms import Compose
+
+    return Compose([run.loaders(), run.preprocessing()])
+
+
+def _reconstruct(run: Bundle, batch: dict, keys=("pred",), device=None) -> dict[str, torch.Tensor]:
+    """A collated batch of slices through the bundle (`Bundle.infer`) -> {key: (B, ky, kx)} on
+    ``device``: ``pred`` the float magnitude images in the k-space file's units. Keys the items
+    do not hold are left out (a bundle whose preprocessing makes no ``zero_filled`` image)."""
+    items = run.infer(batch)
+    return {key: torch.stack([torch.as_tensor(item[key]).reshape(item[key].shape[-2:]) for item in items])
+            .to(device=device, dtype=torch.float32 if key != "mask" else None) for key in keys if key in items[0]}
 
 
 def batch_size_for(free_bytes: int, bytes_per_slice: int, share: float = 0.5, limit: int = 64) -> int:
@@ -189,15 +208,9 @@ class SegStage:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from monai.transforms import SaveImaged
-
-        from mribundles.transforms import LoadVolumed
-
-        parser = _open_bundle(self)
-        self.preprocessing = _without(parser.get_parsed_content("preprocessing").transforms, LoadVolumed)
-        self.postprocessing = _without(parser.get_parsed_content("postprocessing").transforms, SaveImaged)
-        self.inferer = parser.get_parsed_content("inferer")
-        self.class_names = parser.get_parsed_content("class_names")
+        opened = _open_stage_bundle(self)
+        self.preprocessing, self.inferer, self.postprocessing = opened.preprocessing(), opened.inferer, opened.postprocessing()
+        self.class_names = opened.get("class_names")
 
     def __call__(self, volume: MetaTensor) -> tuple[MetaTensor, MetaTensor]:
         """(labels on the input grid, (image, labels) on the network's grid for figures)."""
@@ -213,8 +226,8 @@ class SegStage:
 @dataclass
 class SuperResStage:
     """Super-resolution of an in-memory volume with a super-resolution bundle's preprocessing
-    (minus its file loader, no simulated degradation), network and postprocessing (minus its
-    writer): the volume on the finer grid that its affine implies, in its own orientation."""
+    (minus its file loader, no simulated degradation), inferer, network and postprocessing (minus
+    its writer): the volume on the finer grid that its affine implies, in its own orientation."""
 
     bundle: str | os.PathLike
     device: torch.device
@@ -222,20 +235,15 @@ class SuperResStage:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from monai.transforms import SaveImaged
-
-        from mribundles.transforms import LoadVolumed
-
-        parser = _open_bundle(self, {"degradation": "none"})
-        self.preprocessing = _without(parser.get_parsed_content("preprocessing").transforms, LoadVolumed)
-        self.postprocessing = _without(parser.get_parsed_content("postprocessing").transforms, SaveImaged)
+        opened = _open_stage_bundle(self, {"degradation": "none"})
+        self.preprocessing, self.inferer, self.postprocessing = opened.preprocessing(), opened.inferer, opened.postprocessing()
 
     def __call__(self, volume: MetaTensor) -> MetaTensor:
         """(1, x, y, z) -> (1, fx*x, fy*y, fz*z) MetaTensor on the device, with the finer affine."""
         data = self.preprocessing({"image": volume})
         image = data["image"]
         with torch.no_grad():
-            pred = self.network(image.as_tensor()[None])[0]
+            pred = self.inferer(image.as_tensor()[None], self.network)[0]
         data["pred"] = MetaTensor(pred, meta=dict(image.meta), applied_operations=list(image.applied_operations))
         return _fresh(self.postprocessing(data)["sr"], str(volume.meta.get("filename_or_obj", "volume")))
 
@@ -243,7 +251,7 @@ class SuperResStage:
 @dataclass
 class RegStage:
     """Registration of an in-memory volume (and its labels) to a template file with a
-    registration bundle's preprocessing, network and warps (minus its loader and writers).
+    registration bundle's preprocessing, inferer, network and warps (minus its loader and writers).
 
     ``fixed_file``/``fixed_label_file`` default to the bundle's own (the MNI152 template and its
     tissue labels). The template is the chain's input and is read from its file; the moving
@@ -258,18 +266,12 @@ class RegStage:
     metadata: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from monai.transforms import SaveImaged
-
-        from mribundles.transforms import LoadVolumed, NamePaird
-
-        parser = _open_bundle(self)
-        self.fixed_file = self.fixed_file or parser.get_parsed_content("fixed_file")
-        self.fixed_label_file = self.fixed_label_file or parser.get_parsed_content("fixed_label_file")
-        steps = parser.get_parsed_content("preprocessing").transforms
-        self.load = next(t for t in steps if isinstance(t, LoadVolumed))
-        self.preprocessing = _without(steps, LoadVolumed)
-        self.postprocessing = _without(parser.get_parsed_content("postprocessing").transforms, SaveImaged, NamePaird)
-        self.class_names = parser.get_parsed_content("class_names")
+        opened = _open_stage_bundle(self)
+        self.fixed_file = self.fixed_file or opened.get("fixed_file")
+        self.fixed_label_file = self.fixed_label_file or opened.get("fixed_label_file")
+        self.load = opened.loaders()  # the template is the chain's input: read with the bundle's own loader
+        self.preprocessing, self.inferer, self.postprocessing = opened.preprocessing(), opened.inferer, opened.postprocessing()
+        self.class_names = opened.get("class_names")
 
     def __call__(self, volume: MetaTensor, labels: MetaTensor | None = None) -> dict:
         """The bundle's outputs for one moving volume: ``warped`` (and ``warped_label``) on the
@@ -282,5 +284,5 @@ class RegStage:
             data["moving_label"] = _fresh(labels.float(), str(labels.meta.get("filename_or_obj", "labels")))
         data = self.preprocessing(data)
         with torch.no_grad():
-            data["pred"] = self.network(data["moving_image"][None], data["fixed_image"][None])[0]
+            data["pred"] = self.inferer(data["moving_image"][None], self.network, data["fixed_image"][None])[0]
         return self.postprocessing(data)

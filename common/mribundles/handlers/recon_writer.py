@@ -5,22 +5,22 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ignite.engine import Engine, Events  # noqa: E402
-
-from mribundles.io.atomic import atomic_path  # noqa: E402
-from mribundles.io.images import write_image  # noqa: E402
+from mribundles.io.atomic import atomic_path
+from mribundles.io.geometry import assemble_volume
+from mribundles.io.images import write_image
 
 
 class ReconstructionWriter:
     """Collects the slices of every input file and writes, when the run completes,
 
-    - `<stem>_recon.nii.gz`: the reconstruction, (x, y, slice) = (kx, ky, slice) float32;
+    - `<stem>_recon.nii.gz`: the reconstruction, (x, y, slice) = (kx, ky, slice) float32, on the
+      k-space file's grid (`io.geometry.assemble_volume`: the same volume and affine a chain's
+      reconstruction stage gives);
     - `<stem>_recon.png`: the zero-filled image beside the reconstruction, middle slice.
 
     Slices arrive in any order and any batch size; `kspace_meta_dict` (from `LoadKspaced`)
@@ -31,11 +31,14 @@ class ReconstructionWriter:
         input_key: batch key of the image to show beside the reconstruction.
         meta_key: batch key with `filename_or_obj` and `slice`.
         pred_key: output key of the reconstruction.
+        voxel_size: (column, row, slice) spacing in mm of files that state no geometry.
     """
 
-    def __init__(self, output_dir: str, input_key: str = "zero_filled", meta_key: str = "kspace_meta_dict", pred_key: str = "pred"):
+    def __init__(self, output_dir: str, input_key: str = "zero_filled", meta_key: str = "kspace_meta_dict", pred_key: str = "pred",
+                 voxel_size=(1.0, 1.0, 1.0)):
         self.output_dir = Path(output_dir)
         self.input_key, self.meta_key, self.pred_key = input_key, meta_key, pred_key
+        self.voxel_size = tuple(voxel_size)
         self._slices: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = defaultdict(dict)
         self.written: list[Path] = []
 
@@ -58,8 +61,8 @@ class ReconstructionWriter:
             inputs = torch.stack([slices[i][0] for i in order])
             preds = torch.stack([slices[i][1] for i in order])
             stem = self.output_dir / (Path(source).name.split(".")[0] + "_recon")
-            # (slice, ky, kx) -> (kx, ky, slice): NIfTI's first axis runs along the image columns.
-            write_image(f"{stem}.nii.gz", preds.permute(2, 1, 0).numpy(), np.eye(4))
+            volume = assemble_volume(preds, source, self.voxel_size)
+            write_image(f"{stem}.nii.gz", volume[0].numpy(), volume.affine.numpy())
             save_comparison_png(f"{stem}.png", {"zero-filled": inputs[len(order) // 2], "reconstruction": preds[len(order) // 2]})
             self.written += [Path(f"{stem}.nii.gz"), Path(f"{stem}.png")]
         self._slices.clear()
@@ -74,7 +77,8 @@ def save_comparison_png(path: str, images: dict[str, torch.Tensor], error_maps: 
     """
     vmax = float(np.percentile(list(images.values())[-1].numpy(), 99.5)) or 1.0
     rows = 2 if error_maps else 1
-    fig, axes = plt.subplots(rows, len(images), figsize=(4 * len(images), 4.4 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * len(images), 4.4 * rows))  # not pyplot's: no backend to choose, no figure to close
+    axes = fig.subplots(rows, len(images), squeeze=False)
     reference = next(iter(images.values()))
     for column, (title, image) in enumerate(images.items()):
         ax = axes[0, column]
@@ -89,7 +93,6 @@ def save_comparison_png(path: str, images: dict[str, torch.Tensor], error_maps: 
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def slice_names(batch: list[dict], meta_key: str = "kspace_meta_dict") -> list[dict]:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ignite.engine import Engine, Events  # noqa: E402
-
-from mribundles.io.atomic import atomic_path  # noqa: E402
-from mribundles.metrics.registration import jacobian_determinant, registration_report  # noqa: E402
+from mribundles.io.atomic import atomic_path
+from mribundles.metrics.registration import jacobian_determinant, registration_report
 
 
 def _stem(tensor) -> str:
@@ -85,7 +82,8 @@ def save_registration_png(path: Path, fixed, moving, warped, ddf: torch.Tensor) 
     inside = np.argwhere(f > 0.01)
     cx, cy, cz = inside.mean(0).round().astype(int) if len(inside) else np.array(f.shape) // 2
     columns = [("fixed", f, "gray"), ("moving, affine", m, "gray"), ("moving, deformed", w, "gray"), ("|deformed - fixed|", np.abs(w - f), "magma"), ("det J", jac, "RdBu_r")]
-    fig, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns), 6.6))
+    fig = Figure(figsize=(3.2 * len(columns), 6.6))  # not pyplot's: no backend to choose, no figure to close
+    axes = fig.subplots(2, len(columns))
     for row, cut in enumerate((lambda v: v[:, :, cz], lambda v: v[:, cy, :])):
         for ax, (title, vol, cmap) in zip(axes[row], columns):
             limits = {"vmin": 0.0, "vmax": 2.0} if title == "det J" else {"vmin": 0.0, "vmax": 1.0}
@@ -95,4 +93,3 @@ def save_registration_png(path: Path, fixed, moving, warped, ddf: torch.Tensor) 
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)

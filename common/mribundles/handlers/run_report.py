@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ignite.engine import Engine, Events
@@ -64,22 +65,31 @@ class RunReport:
       folder), the exception goes on without any log or traceback, so the run ends on the one
       line ``error: FILE: problem``; other exceptions go on to the next handler (StatsHandler);
     - when the run completes, a summary on stdout (`mribundles.report.summary_lines`): seconds,
-      the files written to ``output_dir``, and the MLflow run with the command to browse it.
+      the files written to ``output_dir`` (and ``extra_dirs``), and the MLflow run with the
+      command to browse it.
 
     Attach it first in the config's handler list: its EXCEPTION_RAISED handler must run before
-    StatsHandler's, which logs every exception with its traceback.
+    StatsHandler's, which logs every exception with its traceback. A training config attaches it
+    to its trainer: one bar per epoch, and a summary of the checkpoints and the final weights.
 
     Args:
         output_dir: the run's output folder.
-        unit: what one item of the engine's data is: "slice", "volume", "study", "pair".
+        unit: what one item of the engine's data is: "slice", "volume", "study", "pair"; or
+            what one iteration is ("batch") where an epoch is a number of iterations drawn with
+            replacement rather than a pass over the data.
         quiet: no progress bar.
+        extra_dirs: other folders the run writes to (a training's ``ckpt_dir``), checked and
+            listed as ``output_dir`` is.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, unit: str = "slice", quiet: bool | str = False):
+    def __init__(self, output_dir: str | os.PathLike, unit: str = "slice", quiet: bool | str = False,
+                 extra_dirs: Sequence[str | os.PathLike] = ()):
         self.output_dir = Path(output_dir)
+        self.folders = list(dict.fromkeys([self.output_dir, *(Path(d) for d in extra_dirs)]))
         self.unit = unit
         self.quiet = _as_bool(quiet)
-        require_output_folder(self.output_dir)
+        for folder in self.folders:
+            require_output_folder(folder)
         self._start_clock = time.perf_counter()  # from the config's parsing: loading weights counts too
         # what the folder held before: file times come from a coarse clock, so "newer than the
         # start" could miss a file written within milliseconds; a changed stamp cannot
@@ -100,16 +110,21 @@ class RunReport:
 
     # --- progress ---------------------------------------------------------------------------
     def _items_per_epoch(self, engine: Engine) -> int | None:
-        """Items in one epoch: the dataset's length when the epoch is one pass over its loader,
-        else the epoch's iterations (one item each)."""
+        """Items in one epoch: what the loader's sampler draws, when the epoch is one pass over a
+        batching loader whose sampler draws items without replacement (each item of the data,
+        or this process's share of it, once); else the epoch's iterations, counted one each
+        (a sampler that draws a set number of items with replacement, a loader that does not
+        batch, a chain's list of studies)."""
         loader = engine.state.dataloader
-        dataset = getattr(loader, "dataset", None)
-        self._count_items = False
-        if dataset is not None and hasattr(dataset, "__len__") and hasattr(loader, "__len__"):
-            self._count_items = engine.state.epoch_length == len(loader)
-            if self._count_items:
-                return len(dataset)
-        return engine.state.epoch_length
+        sampler = getattr(loader, "sampler", None)
+        self._count_items = (
+            getattr(loader, "batch_size", None) is not None
+            and hasattr(sampler, "__len__")
+            and not getattr(sampler, "replacement", False)
+            and hasattr(loader, "__len__")
+            and engine.state.epoch_length == len(loader)
+        )
+        return len(sampler) if self._count_items else engine.state.epoch_length
 
     def open_bar(self, engine: Engine) -> None:
         self.close_bar()
@@ -168,20 +183,21 @@ class RunReport:
         print("\n".join(lines), flush=True)
 
     def _stamps(self) -> dict[Path, int]:
-        """Modification time (ns) of every file in the output folder but the MLflow store and
+        """Modification time (ns) of every file in the output folders but the MLflow store and
         hidden (temporary) files."""
-        if not self.output_dir.is_dir():
-            return {}
         stamps = {}
-        for path in self.output_dir.rglob("*"):
-            relative = path.relative_to(self.output_dir).parts
-            if relative[0] in ("mlruns", "mlruns.db") or any(part.startswith(".") for part in relative):
+        for folder in self.folders:
+            if not folder.is_dir():
                 continue
-            if path.is_file():
-                stamps[path] = path.stat().st_mtime_ns
+            for path in folder.rglob("*"):
+                relative = path.relative_to(folder).parts
+                if relative[0] in ("mlruns", "mlruns.db") or any(part.startswith(".") for part in relative):
+                    continue
+                if path.is_file():
+                    stamps[path] = path.stat().st_mtime_ns
         return stamps
 
     def outputs(self) -> list[Path]:
-        """Files written to the output folder since the handler was made: new or changed."""
+        """Files written to the output folders since the handler was made: new or changed."""
         return sorted(path for path, stamp in self._stamps().items() if self._before.get(path) != stamp)
 

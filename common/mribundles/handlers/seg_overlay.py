@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ignite.engine import Engine, Events  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from mribundles.io.atomic import atomic_path  # noqa: E402
+from mribundles.io.atomic import atomic_path
 
 # Colour per class index after the background (CSF, GM, WM, ...): colour-blind safe (Okabe-Ito).
 LABEL_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9"]
@@ -68,7 +65,8 @@ def save_overlay_png(path: str | Path, image: torch.Tensor, labels: torch.Tensor
     }
     lo, hi = np.percentile(image[labels > 0] if len(inside) else image, [0.5, 99.5])
     cmap = ListedColormap(LABEL_COLOURS[: len(class_names)])
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.8))
+    fig = Figure(figsize=(13, 4.8))  # not pyplot's: no backend to choose, no figure to close
+    axes = fig.subplots(1, 3)
     for ax, (title, (plane, plane_labels)) in zip(axes, planes.items()):
         ax.imshow(plane.T, cmap="gray", vmin=lo, vmax=hi, origin="lower")
         overlay = np.ma.masked_equal(plane_labels.T, 0)
@@ -79,4 +77,3 @@ def save_overlay_png(path: str | Path, image: torch.Tensor, labels: torch.Tensor
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)

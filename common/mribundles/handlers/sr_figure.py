@@ -6,16 +6,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ignite.engine import Engine, Events  # noqa: E402
-
-from mribundles.handlers.volume_metric import volume_metric  # noqa: E402
-from mribundles.io.atomic import atomic_path  # noqa: E402
+from mribundles.handlers.volume_metric import volume_metric
+from mribundles.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +82,8 @@ def save_sr_png(path: str | Path, volumes: dict[str, torch.Tensor], titles: dict
         "coronal": lambda v: v[:, centre[1], :],
         "sagittal": lambda v: v[centre[0], :, :],
     }
-    fig, axes = plt.subplots(len(planes), len(volumes), figsize=(3.6 * len(volumes), 3.4 * len(planes)), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(volumes), 3.4 * len(planes)))  # not pyplot's: no backend to choose, no figure to close
+    axes = fig.subplots(len(planes), len(volumes), squeeze=False)
     for col, (name, volume) in enumerate(volumes.items()):
         for row, (plane, take) in enumerate(planes.items()):
             ax = axes[row, col]
@@ -96,4 +94,3 @@ def save_sr_png(path: str | Path, volumes: dict[str, torch.Tensor], titles: dict
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)

@@ -45,8 +45,10 @@ __all__ = [
 #   2. plus the public classes (``__all__``) of mribundles.transforms, .networks, .handlers and
 #      .chains that no shipped config names yet (marked "library" below).
 # tests/test_code_policy.py checks that every shipped ``_target_`` is covered and that every
-# name resolves to a class. Nothing here may run a shell, unpickle, download or evaluate strings:
-# keep it that way when adding a name. The list bounds which callables run, not their arguments:
+# name resolves to a class or a function. The functions are the configs' named steps (paths,
+# the device, running an engine: `mribundles.configs`, `mribundles.distributed`), which replace
+# ``$`` expressions; none takes a name to import, evaluate or look up. Nothing here may run a
+# shell, unpickle, download or evaluate strings: keep it that way when adding a name. The list bounds which callables run, not their arguments:
 # writers (SaveImaged, CheckpointSaver, MetricsSaver, ReconstructionWriter) still write wherever
 # a config's arguments say, as the user running the bundle.
 ALLOWED_TARGETS: tuple[str, ...] = (
@@ -63,6 +65,7 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "monai.handlers.mean_dice.MeanDice",
     "monai.handlers.metrics_saver.MetricsSaver",
     "monai.handlers.stats_handler.StatsHandler",
+    "monai.handlers.from_engine",
     "monai.handlers.validation_handler.ValidationHandler",
     "monai.inferers.inferer.SimpleInferer",
     "monai.inferers.inferer.SlidingWindowInferer",
@@ -95,9 +98,10 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "monai.transforms.spatial.dictionary.Spacingd",
     "monai.transforms.utility.dictionary.CopyItemsd",
     "monai.transforms.utility.dictionary.ToDeviced",
+    "monai.utils.set_determinism",
     "mribundles.adaptation.BundleAdaptation",
+    "mribundles.bundles.bundle_root",
     "mribundles.chains.PipelineChain",
-    "mribundles.chains.ReconSegChain",
     "mribundles.chains.ReconStage",
     "mribundles.chains.RegStage",  # library
     "mribundles.chains.SegStage",
@@ -105,7 +109,33 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "mribundles.chains.joint.KspaceSlabs",
     "mribundles.chains.joint.ReconSegLoss",
     "mribundles.chains.joint.ReconSegNetwork",
+    "mribundles.chains.joint.read_bundle_config",
     "mribundles.chains.joint.SlabBatch",
+    "mribundles.configs.attach",
+    "mribundles.configs.concat",
+    "mribundles.configs.device",
+    "mribundles.configs.for_sampling",
+    "mribundles.configs.load_checkpoint",
+    "mribundles.configs.on_device",
+    "mribundles.configs.parameters",
+    "mribundles.configs.path",
+    "mribundles.configs.run",
+    "mribundles.configs.sample_dir",
+    "mribundles.configs.sampling_label",
+    "mribundles.data.file_items",
+    "mribundles.data.image_label_pairs",
+    "mribundles.data.kspace_slices",
+    "mribundles.data.registration_pairs",
+    "mribundles.distributed.attach",
+    "mribundles.distributed.data_parallel",
+    "mribundles.distributed.finish",
+    "mribundles.distributed.init",
+    "mribundles.distributed.iteration_sampler",
+    "mribundles.distributed.local_device",
+    "mribundles.distributed.rank_handlers",
+    "mribundles.distributed.run_shard",
+    "mribundles.distributed.seed_by_rank",
+    "mribundles.distributed.shard",
     "mribundles.engines.PrepareBatchKeys",
     "mribundles.handlers.ReconMetric",
     "mribundles.handlers.ReconstructionWriter",
@@ -122,9 +152,17 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "mribundles.networks.Unet",  # library
     "mribundles.networks.VarNet",
     "mribundles.registration.RegistrationLoss",
+    "mribundles.sample_data.multislice_kspace_demo",
+    "mribundles.sample_data.path",
+    "mribundles.sample_data.radial_kspace_demo",
+    "mribundles.sample_data.thick_slice_kspace_demo",
     "mribundles.handlers.RunReport",
+    "mribundles.handlers.from_engine_class",
+    "mribundles.handlers.slice_names",
     "mribundles.synth.SyntheticKspaceDataset",
+    "mribundles.synth.SyntheticSegmentationDataset",
     "mribundles.tracking.RunLineage",
+    "mribundles.tracking.tracking_uri",
     "mribundles.transforms.AffineAlignd",
     "mribundles.transforms.CropKspaced",  # library
     "mribundles.transforms.GridRadiald",
@@ -138,6 +176,7 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "mribundles.transforms.RandUndersampleKspaced",
     "mribundles.transforms.ReferenceImaged",
     "mribundles.transforms.RestoreIntensityd",
+    "mribundles.transforms.RestoreScaled",
     "mribundles.transforms.ScaleIntensityByPercentiled",
     "mribundles.transforms.SelectSpokesd",
     "mribundles.transforms.SimulateLowResd",
@@ -146,6 +185,8 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "mribundles.transforms.Warpd",
     "mribundles.transforms.ZeroBackgroundd",
     "mribundles.transforms.ZeroFilld",
+    "mribundles.transforms.degradation_list",
+    "mribundles.transforms.is_foreground",
     "torch.nn.MSELoss",
     "torch.nn.parallel.DistributedDataParallel",
     "torch.optim.Adam",

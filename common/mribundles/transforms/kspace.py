@@ -164,7 +164,7 @@ class NormalizeKspaced(MapTransform):
     Raw k-space scales differ between scanners by orders of magnitude; the networks are
     scale-equivariant, but losses with a fixed data range are not. The zero-filled maximum is
     known at inference too, so training and inference see the same scale. The factor is kept
-    under `scale_key` to undo it.
+    under `scale_key`, for `RestoreScaled` to undo it.
     """
 
     def __init__(self, keys: KeysCollection, reference_key: str = "zero_filled", scale_key: str = "scale"):
@@ -179,6 +179,36 @@ class NormalizeKspaced(MapTransform):
         if self.reference_key not in self.keys:
             d[self.reference_key] = d[self.reference_key] / scale
         d[self.scale_key] = scale
+        return d
+
+
+def restore_scale(image: torch.Tensor, scale) -> torch.Tensor:
+    """``image`` times ``scale``: back to the units of the k-space before `NormalizeKspaced`.
+
+    ``scale`` is one number, or one per item of a batch: (B,) against an image (B, ...). It is
+    applied in float32 on the image's device, differentiably (a chain trains through it).
+    """
+    scale = torch.as_tensor(scale).to(device=image.device, dtype=torch.float32)
+    return image * scale.reshape(scale.shape + (1,) * (image.ndim - scale.ndim))
+
+
+class RestoreScaled(MapTransform):
+    """Multiply each key by the factor `NormalizeKspaced` divided by (under ``scale_key``): the
+    postprocessing half of the pair, so that a reconstruction leaves the bundle in the units of
+    its k-space file and no caller undoes the normalisation by hand.
+
+    After `NormalizeKspaced` the network sees k-space on the scale it was trained on; this gives
+    its output (``pred``), and any image shown beside it (``zero_filled``), the file's scale back.
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", scale_key: str = "scale", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.scale_key = scale_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = restore_scale(d[key], d[self.scale_key])
         return d
 
 
