@@ -1,15 +1,15 @@
 """MRI Bundles: the library that every bundle of the collection imports.
 
-Bundle configs say `"$import mribundles"` and then name `mribundles.data.kspace_slices`,
-`mribundles.bundles.bundle_root`, ...: MONAI binds `import a.b` to the name `a.b`, so the light
-submodules that configs call are imported here. Transforms, networks and handlers are named by
-`_target_` strings, which MONAI imports itself.
+Bundle configs name library objects by `_target_` strings (`mribundles.configs.path`,
+`mribundles.bundles.bundle_root`, transforms, networks, handlers), which MONAI imports itself;
+their few remaining `$` expressions need the light submodules imported here, because MONAI binds
+`import a.b` to the name `a.b`.
 
 Importing the library leaves the process as it was (no matplotlib backend, no environment
 variable, no exception hook), with one exception: in a MONAI bundle run. There the entry point
 is MONAI's (``python -m monai.bundle run``) and a config's ``$import mribundles`` is the first
 code of ours to run, before MONAI's own checks of the command line (its ``--tracking`` makes the
-output folder first) and before any handler exists; training configs have no `RunReport` at all.
+output folder first) and before any handler exists.
 So in that process alone the import installs the hook that reports refused input as one line
 (`mribundles.errors.install_excepthook`); `mribundles.errors.is_monai_bundle_run` says which
 process that is. The `mribundles` command reports refusals in `mribundles.cli.main` itself.

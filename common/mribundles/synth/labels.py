@@ -46,7 +46,7 @@ FREESURFER_TISSUE: dict[int, int] = {**{l: 1 for l in _CSF}, **{l: 2 for l in _G
 # (136, 137, 163, 164) and the extra-cerebral classes (500s: skull, scalp, fat, eyes, ...).
 # They are real tissue, not background, so they take their own random intensities.
 _KNOWN_OTHER = {0, 25, 30, 57, 62, 136, 137, 163, 164}
-_EXTRA_CEREBRAL = range(500, 600)
+EXTRA_CEREBRAL = range(500, 600)  # SynthSeg's non-brain classes: skull, scalp, fat, eyes, ...
 
 # Mean intensity of (csf, gm, wm) in each preset contrast, on a [0, 1] scale; the other labels
 # draw theirs uniformly. From the ordering and rough ratios of 3 T spin-echo/gradient-echo images.
@@ -58,7 +58,7 @@ CONTRASTS = {
 
 
 def _known(label: int) -> bool:
-    return label in FREESURFER_TISSUE or label in _KNOWN_OTHER or label in _EXTRA_CEREBRAL
+    return label in FREESURFER_TISSUE or label in _KNOWN_OTHER or label in EXTRA_CEREBRAL
 
 
 def load_label_map(path: str | os.PathLike, image_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, np.ndarray]:

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from mribundles.errors import InvalidInputError
 from mribundles.synth.dataset import SEED_STRIDE
-from mribundles.synth.labels import load_label_map, synthesize_image, tissue_labels
+from mribundles.synth.labels import EXTRA_CEREBRAL, load_label_map, synthesize_image, tissue_labels
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, warp_grid
 
 __all__ = ["SyntheticSegmentationDataset", "degrade_resolution"]
@@ -34,7 +34,6 @@ __all__ = ["SyntheticSegmentationDataset", "degrade_resolution"]
 # Contrasts drawn per example: T1-like most often (the bundle's main input), the rest split
 # between the other presets and fully random intensities, as SynthSeg mixes them.
 _CONTRASTS = ("t1", "t1", "t2", "pd", "random", "random")
-_EXTRA_CEREBRAL = 500  # SynthSeg's non-brain classes are 500 and above
 
 
 def degrade_resolution(image: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
@@ -164,7 +163,7 @@ class SyntheticSegmentationDataset(Dataset):
 
         stripped = uniform(0, 1) < self.skull_strip_prob
         if stripped:
-            labels = torch.where(labels >= _EXTRA_CEREBRAL, torch.zeros_like(labels), labels)
+            labels = torch.where(labels >= EXTRA_CEREBRAL.start, torch.zeros_like(labels), labels)
         contrast = _CONTRASTS[int(torch.randint(len(_CONTRASTS), (), generator=generator))]
         background = "zero" if stripped or uniform(0, 1) < 0.5 else "random"
         image = synthesize_image(labels, generator, contrast=contrast, background=background)
