@@ -158,8 +158,9 @@ def _replace_unopenable_store(local: str) -> tuple[str, str] | None:
     # The one place the library writes MLFLOW_TRACKING_URI. MONAI's MLFlowHandler takes its store
     # from this variable before its tracking_uri argument, and opens it in its constructor, which
     # raises for these stores while the config is still being parsed: nothing of ours runs between
-    # the two but this, so the argument alone cannot steer it. MONAI builds its handler after ours
-    # (it appends it to the handler list), so by then the variable names the local store.
+    # the two but this, so the argument alone cannot steer it. MONAI appends its handlers to the
+    # configs' handler lists, so they are built after ours, provided ours comes before a training's
+    # ValidationHandler, whose validator (with its own MLFlowHandler) is built with it.
     os.environ["MLFLOW_TRACKING_URI"] = local
     return configured, problem
 
@@ -175,8 +176,12 @@ class RunLineage:
     (`TrackingState`). Then it logs the bundle's name, version and weights sha256 and ``params``
     (the acquisition settings); when the run completes, every per-case metric the engine's metric
     handlers saved (``engine.state.metric_details``, one MLflow step per case) and the figures and
-    tables written to ``output_dir`` during the run. Any place in the config's handler list does:
-    MONAI appends its own handler after it.
+    tables written to ``output_dir`` during the run.
+
+    It must be built before any of MONAI's handlers: anywhere in an inference or evaluation
+    config's ``handlers`` (MONAI appends its own after it), but in ``train#handlers`` before the
+    ``ValidationHandler``, which builds the validator and the MLFlowHandler MONAI appended to
+    ``validate#handlers`` (the training configs put it right after ``RunReport``).
 
     Args:
         bundle_root: the bundle folder (its metadata names the bundle and weights).

@@ -207,13 +207,14 @@ def tracking_uri(output_dir: str | os.PathLike) -> str:
     which ``--tracking mlflow`` passes to MONAI's ``MLFlowHandler``. Writes nothing.
 
     ``MLFLOW_TRACKING_URI`` when it is set, else ``<output_dir>/mlruns.db``. A store that
-    cannot be opened never gets here in an inference or chain config: their `RunLineage`,
-    built first, has already put the local store in its place. Where MONAI builds a handler
-    before any `RunLineage` (a training config's validator), that handler would open the
-    variable's store and end the run with MONAI's traceback, so the store is refused here,
-    before any work, in one line (`InvalidInputError`) saying how to fix it. A server is not
-    asked here: no client calls it before the run starts, and then `RunLineage` tracks the run
-    in the local store if the server does not answer.
+    cannot be opened never gets here in the shipped configs: their `RunLineage` is built before
+    any MLFlowHandler (in training, before the ValidationHandler that builds the validator's) and
+    has already put the local store in its place. A config that builds a handler before any
+    `RunLineage` would have that handler open the variable's store and end the run with MONAI's
+    traceback, so there the store is refused here, before any work, in one line
+    (`InvalidInputError`) saying how to fix it. A server is not asked here: no client calls it
+    before the run starts, and then `RunLineage` tracks the run in the local store if the server
+    does not answer.
     """
     from mribundles.errors import InvalidInputError
 
