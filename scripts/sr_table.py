@@ -73,7 +73,7 @@ def run_bundle(bundle: Path, lr_file: Path, out: Path, device: str) -> torch.Ten
 def table(volume: str, bundle: Path, device: str, figures: Path | None = None) -> dict:
     """Scores of every method per degradation; with ``figures``, one PNG per degradation there
     (three planes of the reference, each interpolation and the bundle, with their PSNR/SSIM)."""
-    loaded = Orientationd("image", axcodes="RAS")(LoadVolumed("image")({"image": volume}))
+    loaded = Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(LoadVolumed("image")({"image": volume}))
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (degradation, factor) in DEGRADATIONS.items():

@@ -30,7 +30,7 @@ from mribundles.physics.coil_loops import loop_sensitivities, plane_points
 from mribundles.physics.coils import rss
 from mribundles.physics.fft import fft2c
 from mribundles.physics.simulate import smooth_phase
-from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, warp_grid
+from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, uniform, warp_grid
 
 __all__ = ["AcquisitionRanges", "correlated_noise", "object_extent", "random_coil_array", "simulate_acquisition"]
 
@@ -56,10 +56,6 @@ class AcquisitionRanges:
     max_phase_order: int = 3  # polynomial order of the background phase
 
 
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
 def _even(n: float) -> int:
     return max(2, 2 * round(n / 2))
 
@@ -83,18 +79,18 @@ def random_coil_array(
     per_ring = [num_coils // rings + (1 if r < num_coils % rings else 0) for r in range(rings)]
     centres, normals, radii = [], [], []
     for count in per_ring:
-        height = _uniform(generator, -60, 60) if rings > 1 else _uniform(generator, -20, 20)
-        gap = _uniform(generator, 10, 35)
-        start = _uniform(generator, 0, 2 * math.pi)
+        height = uniform(generator, -60, 60) if rings > 1 else uniform(generator, -20, 20)
+        gap = uniform(generator, 10, 35)
+        start = uniform(generator, 0, 2 * math.pi)
         for k in range(count):
-            angle = start + 2 * math.pi * k / count + _uniform(generator, -0.15, 0.15)
+            angle = start + 2 * math.pi * k / count + uniform(generator, -0.15, 0.15)
             distance = max(extent(angle), 50.0) + gap
             position = torch.tensor([distance * math.cos(angle), distance * math.sin(angle), height])
             inward = -position / position.norm()
-            tilt = torch.tensor([_uniform(generator, -0.3, 0.3) for _ in range(3)])
+            tilt = torch.tensor([uniform(generator, -0.3, 0.3) for _ in range(3)])
             centres.append(position)
             normals.append(inward + tilt)
-            radii.append(_uniform(generator, 20, 45))
+            radii.append(uniform(generator, 20, 45))
     return torch.stack(centres), torch.stack(normals), torch.tensor(radii)
 
 
@@ -122,7 +118,7 @@ def correlated_noise(shape: tuple[int, ...], generator: torch.Generator, max_cor
     covariance L L^H, as a real array's noise pre-scan shows."""
     coils = shape[0]
     mixing = torch.randn((coils, coils), generator=generator, dtype=torch.complex64) / math.sqrt(coils)
-    mixing = torch.eye(coils, dtype=torch.complex64) + _uniform(generator, 0, max_correlation) * mixing
+    mixing = torch.eye(coils, dtype=torch.complex64) + uniform(generator, 0, max_correlation) * mixing
     mixing = mixing / torch.sqrt((mixing.abs() ** 2).sum(1).mean())
     white = torch.randn(shape, generator=generator, dtype=torch.complex64)
     return (mixing @ white.reshape(coils, -1)).reshape(shape)
@@ -156,7 +152,7 @@ def simulate_acquisition(
     coil_images = maps * (magnitude * smooth_phase(shape, generator, phase_order))[None]
 
     # Noise in the image domain, which a unitary FFT carries to k-space unchanged in level.
-    snr = math.exp(_uniform(generator, math.log(r.snr[0]), math.log(r.snr[1])))
+    snr = math.exp(uniform(generator, math.log(r.snr[0]), math.log(r.snr[1])))
     signal = rss(coil_images, dim=0)[inside].mean() if inside.any() else rss(coil_images, dim=0).mean()
     sigma = float(signal) / snr / math.sqrt(maps.shape[0])
     noisy = coil_images + sigma * correlated_noise(tuple(coil_images.shape), generator, r.max_noise_correlation)
@@ -167,13 +163,13 @@ def simulate_acquisition(
 def _draw_matrix(r: AcquisitionRanges, generator: torch.Generator) -> tuple[tuple[int, int], tuple[float, float], int]:
     """The acquisition's matrix (readout rows, phase-encode columns; even sizes, the readout
     oversampled or not), its pixel size in mm, and the oversampling factor."""
-    pe = _even(_uniform(generator, *r.phase_encodes))
-    ro = _even(pe * _uniform(generator, *r.readout_aspect))
+    pe = _even(uniform(generator, *r.phase_encodes))
+    ro = _even(pe * uniform(generator, *r.readout_aspect))
     oversampling = 2 if float(torch.rand((), generator=generator)) < r.readout_oversampling else 1
     shrink = min(1.0, math.sqrt(r.max_pixels / (oversampling * ro * pe)))
     pe, ro = _even(pe * shrink), _even(ro * shrink)
-    fov_pe = _uniform(generator, *r.fov_mm)
-    pixel = (fov_pe / pe * _uniform(generator, *r.pixel_aspect), fov_pe / pe)
+    fov_pe = uniform(generator, *r.fov_mm)
+    pixel = (fov_pe / pe * uniform(generator, *r.pixel_aspect), fov_pe / pe)
     return (oversampling * ro, pe), pixel, oversampling
 
 

@@ -22,7 +22,7 @@ import torch
 
 from mribundles.errors import InvalidInputError
 from mribundles.io.validation import one_line
-from mribundles.synth.spatial import smooth_noise
+from mribundles.synth.spatial import smooth_noise, uniform
 
 __all__ = [
     "CONTRASTS",
@@ -111,13 +111,9 @@ def tissue_labels(labels: torch.Tensor) -> torch.Tensor:
     return lut[labels.long()]
 
 
-def _uniform(generator: torch.Generator, low: float, high: float, size: tuple[int, ...] = ()) -> torch.Tensor:
-    return low + (high - low) * torch.rand(size, generator=generator)
-
-
 def _label_means(values: torch.Tensor, contrast: str, generator: torch.Generator) -> torch.Tensor:
     """Mean intensity per label value (values sorted ascending, 0 first when present)."""
-    means = _uniform(generator, 0.0, 1.0, (len(values),))
+    means = torch.rand(len(values), generator=generator)
     if contrast in CONTRASTS:
         class_means = torch.tensor(CONTRASTS[contrast])
         for i, value in enumerate(values.tolist()):
@@ -175,12 +171,13 @@ def synthesize_image(
         raise ValueError(f"unknown contrast {contrast!r}; choose one of random, {', '.join(CONTRASTS)}")
     values, index = torch.unique(labels, return_inverse=True)
     means = _label_means(values.cpu(), contrast or "random", generator)
-    stds = _uniform(generator, *texture_range, (len(values),))
+    low, high = texture_range
+    stds = low + (high - low) * torch.rand(len(values), generator=generator)
     if background == "zero" and int(values[0]) == 0:
         means[0], stds[0] = 0.0, 0.0
     device = labels.device
     image = means.to(device)[index] + stds.to(device)[index] * torch.randn(labels.shape, generator=generator).to(device)
-    image = _gaussian_blur(image.clamp_min(0), [float(_uniform(generator, *blur_range)) for _ in range(labels.ndim)])
+    image = _gaussian_blur(image.clamp_min(0), [uniform(generator, *blur_range) for _ in range(labels.ndim)])
     bias = smooth_noise(tuple(labels.shape), 4, bias_std * float(torch.rand((), generator=generator)), generator)[0]
     image = image * torch.exp(bias.to(device))
     image = image / image.amax().clamp_min(1e-6)

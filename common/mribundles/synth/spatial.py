@@ -18,7 +18,13 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-__all__ = ["random_matrix", "sample", "smooth_displacement", "smooth_noise", "warp_grid"]
+__all__ = ["random_matrix", "sample", "smooth_displacement", "smooth_noise", "uniform", "warp_grid"]
+
+
+def uniform(generator: torch.Generator, low: float, high: float) -> float:
+    """One draw from U(low, high) by ``generator``: the engine's every scalar random setting
+    comes from here, so a seed fixes them all."""
+    return low + (high - low) * float(torch.rand((), generator=generator))
 
 
 def warp_grid(
@@ -75,13 +81,10 @@ def random_matrix(
     """A random (d, d) map: rotation about every axis up to ``max_rotation_deg``, independent
     scale per axis, small shear, and a random flip of each axis when ``flip``."""
 
-    def uniform(low: float, high: float) -> float:
-        return low + (high - low) * float(torch.rand((), generator=generator))
-
     matrix = torch.eye(ndim, dtype=torch.float64)
     planes = [(0, 1)] if ndim == 2 else [(0, 1), (0, 2), (1, 2)]
     for a, b in planes:
-        angle = math.radians(uniform(-max_rotation_deg, max_rotation_deg))
+        angle = math.radians(uniform(generator, -max_rotation_deg, max_rotation_deg))
         rotation = torch.eye(ndim, dtype=torch.float64)
         rotation[a, a] = rotation[b, b] = math.cos(angle)
         rotation[a, b], rotation[b, a] = -math.sin(angle), math.sin(angle)
@@ -90,9 +93,9 @@ def random_matrix(
     for a in range(ndim):
         for b in range(ndim):
             if a != b:
-                shear[a, b] = uniform(-max_shear, max_shear)
-    scale = torch.diag(torch.tensor([uniform(*scale_range) for _ in range(ndim)], dtype=torch.float64))
-    signs = torch.diag(torch.tensor([-1.0 if flip and uniform(0, 1) < 0.5 else 1.0 for _ in range(ndim)], dtype=torch.float64))
+                shear[a, b] = uniform(generator, -max_shear, max_shear)
+    scale = torch.diag(torch.tensor([uniform(generator, *scale_range) for _ in range(ndim)], dtype=torch.float64))
+    signs = torch.diag(torch.tensor([-1.0 if flip and uniform(generator, 0, 1) < 0.5 else 1.0 for _ in range(ndim)], dtype=torch.float64))
     return (matrix @ shear @ scale @ signs).to(torch.float32)
 
 
