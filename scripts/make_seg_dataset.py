@@ -1,10 +1,17 @@
 #!/usr/bin/env python
-"""Build the tissue-segmentation evaluation volumes from the real data in ../shared/data.
+"""Build the tissue-segmentation training and evaluation volumes from the real data in ../shared/data.
 
 Labels: 0 background, 1 CSF, 2 grey matter, 3 white matter (`mribundles.synth.TISSUE_NAMES`).
-The bundle trains on images synthesised from the 20 SynthSeg label maps
-(`mribundles.synth.SyntheticSegmentationDataset`); every volume written here is real and never
-trained on:
+The bundle trains mostly on images synthesised from the 20 SynthSeg label maps
+(`mribundles.synth.SyntheticSegmentationDataset`), and on one real scan:
+
+- `train/voxelmorph_t1`: the voxelmorph T1 subject (a real scan) with its FreeSurfer aseg mapped to
+  the three tissues by the library's one mapping (`mribundles.synth.tissue_labels`). The npz
+  carries no affine; its axes are FreeSurfer's conformed LIA at 1 mm (left hemisphere labels lie
+  at high axis-0 indices, the brainstem at high axis-1 indices), which is the affine we write.
+  Its aseg labels no sulcal CSF (label 24 holds 1,306 voxels), so its CSF is the ventricles.
+
+Every evaluation volume is real and never trained on:
 
 - `val/mni152_2009a_t1`: the MNI152 2009a template (152 subjects averaged) with its grey- and
   white-matter probability maps; inside the skull-stripped brain, each voxel takes the most
@@ -14,12 +21,6 @@ trained on:
 - `val/mni152_2009a_4mm`: the template as 4 mm thick axial slices (each 4 mm slab averaged,
   `physics.degrade.thick_slices`), resampled back onto its 1 mm grid (linear), as a viewer
   reslices a thick-slice scan; same labels.
-- `val/voxelmorph_t1`: the voxelmorph T1 subject (a real scan) with its FreeSurfer aseg mapped to
-  the three tissues by the library's one mapping (`mribundles.synth.tissue_labels`). The npz
-  carries no affine; its axes are FreeSurfer's conformed LIA at 1 mm (left hemisphere labels lie
-  at high axis-0 indices, the brainstem at high axis-1 indices), which is the affine we write.
-  Its aseg labels no sulcal CSF (label 24 holds 1,306 voxels), so its CSF is the ventricles:
-  read only its grey- and white-matter Dice.
 
 Label definitions differ at the margins (FreeSurfer counts the pallidum and deep nuclei as grey
 matter; the MNI maps give them partial probabilities), which caps the Dice a perfect segmenter
@@ -90,17 +91,17 @@ def main() -> None:
     args = parser.parse_args()
     mni, mni_labels, mni_affine = mni_template(args.data)
     volumes = {
-        "mni152_2009a_t1": (mni, mni_labels, mni_affine),
-        "mni152_2009a_t2like": (t2_like(mni), mni_labels, mni_affine),
-        "mni152_2009a_4mm": (thick_axial(mni), mni_labels, mni_affine),
-        "voxelmorph_t1": voxelmorph_subject(args.data),
+        "train/voxelmorph_t1": voxelmorph_subject(args.data),
+        "val/mni152_2009a_t1": (mni, mni_labels, mni_affine),
+        "val/mni152_2009a_t2like": (t2_like(mni), mni_labels, mni_affine),
+        "val/mni152_2009a_4mm": (thick_axial(mni), mni_labels, mni_affine),
     }
     for name, (image, labels, affine) in volumes.items():
-        write_image(args.out / "val" / f"{name}.nii.gz", image, affine)
-        write_image(args.out / "val" / f"{name}_label.nii.gz", labels, affine)
+        write_image(args.out / f"{name}.nii.gz", image, affine)
+        write_image(args.out / f"{name}_label.nii.gz", labels, affine)
         counts = {TISSUE_NAMES[c]: int((labels == c).sum()) for c in (1, 2, 3)}
-        print(f"val/{name}: {image.shape}, voxels per class {counts}")
-    print(f"wrote {len(volumes)} image/label pairs to {args.out / 'val'}")
+        print(f"{name}: {image.shape}, voxels per class {counts}")
+    print(f"wrote {len(volumes)} image/label pairs under {args.out} (train/, val/)")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,32 @@ def test_no_label_map_left_is_refused(tmp_path):
         SyntheticSegmentationDataset(tmp_path, length=1)
     with pytest.raises(InvalidInputError, match="no label maps"):
         SyntheticSegmentationDataset([LABEL_MAP], length=1, exclude=["synthseg_training_seg_01"])
+
+
+def test_a_t1_only_contrast_list_images_white_matter_brighter_than_grey_and_grey_than_csf():
+    ds = _dataset(seed=4, contrasts=["t1"], skull_strip_prob=1.0, thick_slice_prob=0.0, max_noise=0.0)
+    for i in range(3):
+        item = ds[i]
+        image, label = item["image"][0], item["label"][0]
+        means = [float(image[label == c].median()) for c in (1, 2, 3)]
+        assert means[0] < means[1] < means[2], means  # the T1 preset's order, whatever the bias and gamma
+
+
+def test_an_unknown_contrast_is_refused():
+    with pytest.raises(ValueError, match="flair"):
+        _dataset(contrasts=["t1", "flair"])
+
+
+def test_the_mixture_sampler_draws_each_part_in_its_share_whatever_its_length():
+    from torch.utils.data import ConcatDataset
+
+    from mribundles.distributed import mixture_sampler
+
+    parts = ConcatDataset([list(range(200)), ["real"]])  # an epoch of synthesised items, one real volume
+    torch.manual_seed(0)
+    draws = list(mixture_sampler(parts, [0.75, 0.25], iterations=2000, batch_size=2))
+    assert len(draws) == 4000
+    real_share = sum(index == 200 for index in draws) / len(draws)
+    assert abs(real_share - 0.25) < 0.03, real_share
+    with pytest.raises(ValueError, match="one non-negative number per part"):
+        mixture_sampler(parts, [1.0], iterations=10)

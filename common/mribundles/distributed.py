@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import ConcatDataset, Dataset, RandomSampler, WeightedRandomSampler
 
-__all__ = ["attach", "data_parallel", "finish", "init", "iteration_sampler", "local_device", "rank",
-           "rank_handlers", "run_shard", "seed_by_rank", "shard", "world_size"]
+__all__ = ["attach", "data_parallel", "finish", "init", "iteration_sampler", "local_device", "mixture_sampler",
+           "rank", "rank_handlers", "run_shard", "seed_by_rank", "shard", "world_size"]
 
 
 def _rank_zero_only() -> tuple[type, ...]:
@@ -117,6 +117,17 @@ def iteration_sampler(dataset: Dataset, iterations: int, batch_size: int = 1) ->
     generator, which `seed_by_rank` seeds differently in each process.
     """
     return RandomSampler(dataset, replacement=True, num_samples=max(1, iterations // world_size()) * batch_size)
+
+
+def mixture_sampler(dataset: ConcatDataset, shares: Sequence[float], iterations: int, batch_size: int = 1) -> WeightedRandomSampler:
+    """As `iteration_sampler`, over the parts of ``dataset`` in the given ``shares`` whatever their
+    lengths: part ``i`` gives ``shares[i] / sum(shares)`` of the draws (one real volume beside an
+    epoch's worth of synthesised items, say)."""
+    if len(shares) != len(dataset.datasets) or min(shares) < 0 or sum(shares) <= 0:
+        raise ValueError(f"shares {list(shares)} must be one non-negative number per part of the dataset ({len(dataset.datasets)})")
+    weights = torch.cat([torch.full((len(part),), share / len(part), dtype=torch.double)
+                         for part, share in zip(dataset.datasets, shares)])
+    return WeightedRandomSampler(weights, num_samples=max(1, iterations // world_size()) * batch_size, replacement=True)
 
 
 def shard(items: Sequence) -> list:

@@ -26,14 +26,15 @@ from torch.utils.data import Dataset
 
 from mribundles.errors import InvalidInputError
 from mribundles.synth.dataset import SEED_STRIDE
-from mribundles.synth.labels import EXTRA_CEREBRAL, load_label_map, synthesize_image, tissue_labels
-from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, warp_grid
+from mribundles.synth.labels import CONTRASTS, EXTRA_CEREBRAL, load_label_map, synthesize_image, tissue_labels
+from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, uniform, warp_grid
 
-__all__ = ["SyntheticSegmentationDataset", "degrade_resolution"]
+__all__ = ["CONTRAST_MIX", "SyntheticSegmentationDataset", "degrade_resolution"]
 
-# Contrasts drawn per example: T1-like most often (the bundle's main input), the rest split
-# between the other presets and fully random intensities, as SynthSeg mixes them.
-_CONTRASTS = ("t1", "t1", "t2", "pd", "random", "random")
+# Contrasts drawn per example (uniformly from this list, so repeats weigh): T1-like most often
+# (the bundle's main input), the rest split between the other presets and fully random
+# intensities, as SynthSeg mixes them.
+CONTRAST_MIX = ("t1", "t1", "t2", "pd", "random", "random")
 
 
 def degrade_resolution(image: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
@@ -90,6 +91,8 @@ class SyntheticSegmentationDataset(Dataset):
         thick_slice_prob: share of examples acquired with thick slices along one random axis.
         max_slice_mm: largest slice thickness drawn.
         max_noise: largest noise standard deviation (image in [0, 1]).
+        contrasts: the contrasts drawn from, uniformly ("t1", "t2", "pd", "random"; repeat
+            one to draw it more often).
         transform: applied to every item (the bundle's intensity normalisation).
 
     Items: ``{"image": float32 (1, *patch), "label": uint8 (1, *patch)}``, labels 0 background,
@@ -110,6 +113,7 @@ class SyntheticSegmentationDataset(Dataset):
         thick_slice_prob: float = 0.4,
         max_slice_mm: float = 6.0,
         max_noise: float = 0.05,
+        contrasts: Sequence[str] = CONTRAST_MIX,
         transform: Callable[[dict], dict] | None = None,
     ):
         def stem(path: Path) -> str:
@@ -129,6 +133,10 @@ class SyntheticSegmentationDataset(Dataset):
         self.length, self.patch_size, self.seed, self.fresh = int(length), tuple(int(p) for p in patch_size), int(seed), fresh
         self.skull_strip_prob, self.thick_slice_prob = skull_strip_prob, thick_slice_prob
         self.max_slice_mm, self.max_noise = max_slice_mm, max_noise
+        unknown = sorted(set(contrasts) - {"random", *CONTRASTS})
+        if not contrasts or unknown:
+            raise ValueError(f"contrasts must be a non-empty list of random, {', '.join(CONTRASTS)}; got {list(contrasts)}")
+        self.contrasts = tuple(contrasts)
         self.transform = transform
         self.draws: dict[int, int] = {}
 
@@ -146,31 +154,28 @@ class SyntheticSegmentationDataset(Dataset):
         self.draws[index] = count + 1
         generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index + count * self.length)
 
-        def uniform(low: float, high: float) -> float:
-            return low + (high - low) * float(torch.rand((), generator=generator))
-
         head = self._head(int(torch.randint(len(self.paths), (), generator=generator)))
         centre = head.brain_voxels[int(torch.randint(len(head.brain_voxels), (), generator=generator))].float()
         shape = torch.tensor(head.labels.shape, dtype=torch.float32)
         spacing = torch.tensor(head.spacing)
         translation = (centre - (shape - 1) / 2) * spacing
         matrix = random_matrix(3, generator, max_rotation_deg=15.0, scale_range=(0.85, 1.15), max_shear=0.05, flip=False)
-        if uniform(0, 1) < 0.5:  # left-right mirror: the only flip a RAS-oriented scan shows
+        if uniform(generator, 0, 1) < 0.5:  # left-right mirror: the only flip a RAS-oriented scan shows
             matrix = matrix @ torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
         grid = warp_grid(self.patch_size, (1.0, 1.0, 1.0), head.labels.shape, head.spacing, matrix, translation,
                          smooth_displacement(self.patch_size, generator, max_std_mm=3.0))
         labels = sample(head.labels, grid, mode="nearest")
 
-        stripped = uniform(0, 1) < self.skull_strip_prob
+        stripped = uniform(generator, 0, 1) < self.skull_strip_prob
         if stripped:
             labels = torch.where(labels >= EXTRA_CEREBRAL.start, torch.zeros_like(labels), labels)
-        contrast = _CONTRASTS[int(torch.randint(len(_CONTRASTS), (), generator=generator))]
-        background = "zero" if stripped or uniform(0, 1) < 0.5 else "random"
+        contrast = self.contrasts[int(torch.randint(len(self.contrasts), (), generator=generator))]
+        background = "zero" if stripped or uniform(generator, 0, 1) < 0.5 else "random"
         image = synthesize_image(labels, generator, contrast=contrast, background=background)
 
-        voxel = [uniform(1.0, 1.6) for _ in range(3)]  # clinical in-plane resolutions
-        if uniform(0, 1) < self.thick_slice_prob:
-            voxel[int(torch.randint(3, (), generator=generator))] = uniform(2.0, self.max_slice_mm)
+        voxel = [uniform(generator, 1.0, 1.6) for _ in range(3)]  # clinical in-plane resolutions
+        if uniform(generator, 0, 1) < self.thick_slice_prob:
+            voxel[int(torch.randint(3, (), generator=generator))] = uniform(generator, 2.0, self.max_slice_mm)
         image = degrade_resolution(image, voxel)
         noise = self.max_noise * float(torch.rand((), generator=generator)) * torch.randn(image.shape, generator=generator)
         image = (image + noise).abs()  # magnitude images: noise is rectified
