@@ -193,6 +193,17 @@ def test_adapt_lowers_the_held_out_loss_and_never_returns_worse_weights():
     assert all(torch.equal(start[k], v) for k, v in net.state_dict().items())
 
 
+def test_frozen_submodules_keep_their_weights_and_the_rest_adapts():
+    net = _tiny_rvn()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    result = adapt(net, [_tiny_item()], steps=4, lr=3e-3, val_every=2, patience=10, frozen=["sens_net"], progress=False)
+    assert result.best_step > 0
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(start[k], v)}
+    assert changed and not any(k.startswith("sens_net.") for k in changed)
+    with pytest.raises(ValueError, match=r"cannot freeze \['sens_nte'\]: RecurrentVarNet has no such submodule"):
+        adapt(_tiny_rvn(), [_tiny_item()], steps=1, frozen=["sens_nte"], progress=False)
+
+
 def test_adapt_magnitude_network_runs():
     torch.manual_seed(0)
     net = ImageUnet(chans=4, num_pools=2)

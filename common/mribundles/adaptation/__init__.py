@@ -21,6 +21,7 @@ from mribundles.adaptation.ssdu import (
     split_unit,
     ssdu_loss,
     ssdu_split,
+    trainable_parameters,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "split_unit",
     "ssdu_loss",
     "ssdu_split",
+    "trainable_parameters",
 ]

@@ -51,6 +51,7 @@ __all__ = [
     "split_unit",
     "ssdu_loss",
     "ssdu_split",
+    "trainable_parameters",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,6 +227,28 @@ def holdout_loss(model: KspaceModel, data: list[tuple[torch.Tensor, torch.Tensor
     return total / len(data)
 
 
+def trainable_parameters(network: nn.Module, frozen: Sequence[str] = ()) -> list[nn.Parameter]:
+    """The parameters of ``network`` outside the submodules named in ``frozen``.
+
+    An unrolled network's sensitivity model (``sens_net``) is the one place where SSDU's k-space
+    loss can be met without a better image: maps that no longer describe the coils can still fit
+    the held-out multi-coil samples. Seen with the VarNet bundle at 2D Poisson 8x on the real
+    16-coil in-vivo test scan (a diagnosis, never a training set): the held-out loss fell from
+    1.90 to 1.00 while the PSNR inside the head fell from 18.6 to 11.7 dB; with ``sens_net``
+    frozen the two moved together. Freezing keeps the maps that the calibration region gives.
+
+    Raises:
+        ValueError: a name in ``frozen`` that is not a submodule of ``network`` (a misspelling
+            would otherwise adapt everything).
+    """
+    modules = dict(network.named_modules())
+    unknown = [name for name in frozen if name not in modules or not name]
+    if unknown:
+        raise ValueError(f"cannot freeze {unknown}: {type(network).__name__} has no such submodule")
+    fixed = {id(p) for name in frozen for p in modules[name].parameters()}
+    return [p for p in network.parameters() if id(p) not in fixed]
+
+
 def _snapshot(network: nn.Module) -> dict:
     return copy.deepcopy(network.state_dict())
 
@@ -241,6 +264,7 @@ def adapt(
     patience: int = 10,
     seed: int = 0,
     unit: str = "point",
+    frozen: Sequence[str] = (),
     network_input: str = "kspace",
     progress: bool = True,
 ) -> AdaptationResult:
@@ -271,6 +295,8 @@ def adapt(
         val_every: steps between validations.
         patience: validations without improvement before stopping.
         seed: seeds the held-out sets, the splits and the order of the scans.
+        frozen: names of the network's submodules whose weights stay as they are (e.g.
+            ``["sens_net"]``, `trainable_parameters`).
         network_input: "kspace" (network(kspace, mask)) or "zero_filled" (network(RSS image)),
             for networks that return only a magnitude (`models.kspace_model`).
         progress: show a tqdm bar (only on a terminal, `report.progress_enabled`).
@@ -289,7 +315,7 @@ def adapt(
     device = next(model.network.parameters()).device
     data = _as_items(items, device)
     holdouts = [ssdu_split(mask, loss_fraction, holdout_fraction, (seed, i), 0, unit) for i, (_, mask) in enumerate(data)]
-    optimiser = torch.optim.Adam(model.network.parameters(), lr=lr)
+    optimiser = torch.optim.Adam(trainable_parameters(model.network, frozen), lr=lr)
     order_rng = np.random.default_rng(_seed(seed, len(data)))
 
     start = time.perf_counter()
