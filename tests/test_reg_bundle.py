@@ -92,8 +92,8 @@ def test_moving_orientation_does_not_change_what_the_network_sees(tmp_path):
     assert torch.allclose(pre["lia"], pre["ras"], atol=1e-4)
 
 
-def test_train_one_epoch_then_evaluate(tiny_dataset, tmp_path):
-    override = {"dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
+def test_train_one_epoch_then_evaluate(tiny_dataset, tiny_synth_root, tmp_path):
+    override = {"dataset_dir": str(tiny_dataset), "synth_data_root": str(tiny_synth_root), "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"),
                 "max_epochs": 1, "iterations_per_epoch": 2, "val_interval": 1, "crop_size": [32, 32, 32],
                 "device": "$torch.device('cpu')"}
     train = check_one_epoch_trains(BUNDLE, override)
@@ -111,8 +111,8 @@ def test_train_one_epoch_then_evaluate(tiny_dataset, tmp_path):
     evaluate.finalize()
 
 
-def test_multi_gpu_overlay_trains_with_two_processes(tiny_dataset, tmp_path):
-    log = run_multi_gpu_train(BUNDLE, tmp_path, "--dataset_dir", str(tiny_dataset), "--max_epochs", "1",
+def test_multi_gpu_overlay_trains_with_two_processes(tiny_dataset, tiny_synth_root, tmp_path):
+    log = run_multi_gpu_train(BUNDLE, tmp_path, "--dataset_dir", str(tiny_dataset), "--synth_data_root", str(tiny_synth_root), "--max_epochs", "1",
                               "--iterations_per_epoch", "4", "--val_interval", "1", "--crop_size", "[32,32,32]")
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2  # ignite logs on both ranks
     assert log.count("-- train_loss:") == 2  # rank 0's StatsHandler alone: 4 // 2 iterations

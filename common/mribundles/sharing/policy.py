@@ -162,6 +162,7 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "mribundles.handlers.from_engine_class",
     "mribundles.handlers.slice_names",
     "mribundles.synth.SyntheticKspaceDataset",
+    "mribundles.synth.SyntheticPairDataset",
     "mribundles.synth.SyntheticSegmentationDataset",
     "mribundles.tracking.RunLineage",
     "mribundles.tracking.tracking_uri",

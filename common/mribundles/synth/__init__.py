@@ -7,6 +7,7 @@ from mribundles.synth.acquisition import AcquisitionRanges, correlated_noise, ra
 from mribundles.synth.anatomy import DEFAULT_EXCLUDE, AnatomyBank, AnatomySlice
 from mribundles.synth.dataset import SyntheticKspaceDataset
 from mribundles.synth.labels import CONTRASTS, FREESURFER_TISSUE, TISSUE_NAMES, load_label_map, synthesize_image, tissue_labels
+from mribundles.synth.registration import SyntheticPairDataset
 from mribundles.synth.segmentation import SyntheticSegmentationDataset, degrade_resolution
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, warp_grid
 
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "FREESURFER_TISSUE",
     "SyntheticKspaceDataset",
+    "SyntheticPairDataset",
     "SyntheticSegmentationDataset",
     "TISSUE_NAMES",
     "correlated_noise",

@@ -29,7 +29,7 @@ from mribundles.synth.dataset import SEED_STRIDE
 from mribundles.synth.labels import CONTRASTS, EXTRA_CEREBRAL, load_label_map, synthesize_image, tissue_labels
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, uniform, warp_grid
 
-__all__ = ["CONTRAST_MIX", "SyntheticSegmentationDataset", "degrade_resolution"]
+__all__ = ["CONTRAST_MIX", "SyntheticSegmentationDataset", "degrade_resolution", "simulate_scan"]
 
 # Contrasts drawn per example (uniformly from this list, so repeats weigh): T1-like most often
 # (the bundle's main input), the rest split between the other presets and fully random
@@ -54,6 +54,35 @@ def degrade_resolution(image: torch.Tensor, spacing: Sequence[float]) -> torch.T
     blurred = blurred[..., margin[0] : margin[0] + image.shape[0], margin[1] : margin[1] + image.shape[1], margin[2] : margin[2] + image.shape[2]]
     low = F.interpolate(blurred, size=[max(2, round(n / s)) for n, s in zip(image.shape, coarse)], mode="trilinear", align_corners=True)
     return F.interpolate(low, size=tuple(image.shape), mode="trilinear", align_corners=True)[0, 0]
+
+
+def simulate_scan(
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    contrasts: Sequence[str],
+    stripped: bool,
+    thick_slice_prob: float,
+    max_slice_mm: float,
+    max_noise: float,
+) -> torch.Tensor:
+    """A random scan of deformed 1 mm FreeSurfer ``labels`` (D, H, W): a contrast drawn from
+    ``contrasts`` (`synthesize_image`), a random in-plane resolution and, in ``thick_slice_prob``
+    of the draws, thick slices along one axis (`degrade_resolution`), then rectified noise.
+    ``stripped``: the labels are skull-stripped already, so the background stays exactly zero.
+    Every draw comes from ``generator``, in a fixed order, so one seed gives one scan."""
+    contrast = contrasts[int(torch.randint(len(contrasts), (), generator=generator))]
+    background = "zero" if stripped or uniform(generator, 0, 1) < 0.5 else "random"
+    image = synthesize_image(labels, generator, contrast=contrast, background=background)
+
+    voxel = [uniform(generator, 1.0, 1.6) for _ in range(3)]  # clinical in-plane resolutions
+    if uniform(generator, 0, 1) < thick_slice_prob:
+        voxel[int(torch.randint(3, (), generator=generator))] = uniform(generator, 2.0, max_slice_mm)
+    image = degrade_resolution(image, voxel)
+    noise = max_noise * float(torch.rand((), generator=generator)) * torch.randn(image.shape, generator=generator)
+    image = (image + noise).abs()  # magnitude images: noise is rectified
+    if stripped:  # skull-stripped scans have an exactly zero background
+        image = torch.where(labels > 0, image, torch.zeros_like(image))
+    return image
 
 
 class _Head:
@@ -148,11 +177,16 @@ class SyntheticSegmentationDataset(Dataset):
             self.heads[index] = _Head(self.paths[index])
         return self.heads[index]
 
-    def __getitem__(self, index: int) -> dict:
-        index = int(index)
+    def _generator(self, index: int) -> torch.Generator:
+        """The generator of this draw of ``index``: seed (seed, index + n * length) for the n-th
+        draw in training, (seed, index) every time in validation (`synth.dataset`'s scheme)."""
         count = self.draws.get(index, 0) if self.fresh else 0
         self.draws[index] = count + 1
-        generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index + count * self.length)
+        return torch.Generator().manual_seed(self.seed * SEED_STRIDE + index + count * self.length)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        generator = self._generator(index)
 
         head = self._head(int(torch.randint(len(self.paths), (), generator=generator)))
         centre = head.brain_voxels[int(torch.randint(len(head.brain_voxels), (), generator=generator))].float()
@@ -169,17 +203,6 @@ class SyntheticSegmentationDataset(Dataset):
         stripped = uniform(generator, 0, 1) < self.skull_strip_prob
         if stripped:
             labels = torch.where(labels >= EXTRA_CEREBRAL.start, torch.zeros_like(labels), labels)
-        contrast = self.contrasts[int(torch.randint(len(self.contrasts), (), generator=generator))]
-        background = "zero" if stripped or uniform(generator, 0, 1) < 0.5 else "random"
-        image = synthesize_image(labels, generator, contrast=contrast, background=background)
-
-        voxel = [uniform(generator, 1.0, 1.6) for _ in range(3)]  # clinical in-plane resolutions
-        if uniform(generator, 0, 1) < self.thick_slice_prob:
-            voxel[int(torch.randint(3, (), generator=generator))] = uniform(generator, 2.0, self.max_slice_mm)
-        image = degrade_resolution(image, voxel)
-        noise = self.max_noise * float(torch.rand((), generator=generator)) * torch.randn(image.shape, generator=generator)
-        image = (image + noise).abs()  # magnitude images: noise is rectified
-        if stripped:  # skull-stripped scans have an exactly zero background
-            image = torch.where(labels > 0, image, torch.zeros_like(image))
+        image = simulate_scan(labels, generator, self.contrasts, stripped, self.thick_slice_prob, self.max_slice_mm, self.max_noise)
         item = {"image": image[None].float(), "label": tissue_labels(labels)[None]}
         return self.transform(item) if self.transform is not None else item
