@@ -3,8 +3,8 @@
 
 Runs the bundle's own evaluate config (train.json + evaluate.json) once per volume of
 `dataset_dir/val` (`make_seg_dataset.py`): the MNI152 2009a template, its T2-like inversion and
-4 mm thick-slice versions (tissue labels from the template's probability maps), and the
-voxelmorph subject (its FreeSurfer aseg mapped to tissues; its CSF is the ventricles only).
+4 mm thick-slice versions (tissue labels from the template's probability maps). The voxelmorph
+subject is training data (`dataset_dir/train`), so it is not scored.
 Dice and 95th-percentile Hausdorff distance are MONAI's (`MeanDice`,
 `HausdorffDistance(percentile=95)`) on the 1 mm RAS grid, so HD95 is in mm.
 
