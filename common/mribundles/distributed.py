@@ -14,7 +14,8 @@ single-process config and names these functions by ``_target_``:
 
 `iteration_sampler` is the training sampler of the bundles whose epoch is a number of iterations
 rather than a pass over their data; it shares those iterations among the processes when there
-are several, so the same ``train.json`` serves one process or many. Outside a distributed run
+are several, so the same ``train.json`` serves one process or many. `mixture_sampler` does the
+same over the parts of a ``ConcatDataset`` drawn in given shares (synthesised and real data). Outside a distributed run
 every function here behaves as for a single process of rank 0.
 """
 
