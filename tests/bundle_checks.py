@@ -194,6 +194,24 @@ def check_tracked_inference(bundle: Path, dataset: Path, tmp_path: Path) -> None
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
     assert figures == {"outputs/subject_b_recon.png"}
 
+    # Other weights than the bundle's own (adapted ones, say): the lineage names the ones that ran.
+    from mribundles.bundles import file_sha256
+
+    state = torch.load(Path(params["weights_file"]), map_location="cpu", weights_only=True)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] + 1.0
+    other = tmp_path / "adapted.pt"
+    torch.save(state, other)
+    elsewhere = tmp_path / "tracked_other"
+    wf = workflow(bundle, ["inference.json"], "infer", tracking="mlflow",
+                  **{**override, "output_dir": str(elsewhere), "ckpt_path": str(other)})
+    wf.run()
+    wf.finalize()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{elsewhere}/mlruns.db")
+    (run,) = client.search_runs([client.get_experiment_by_name(bundle.name).experiment_id])
+    assert run.data.params["weights_file"] == str(other)
+    assert run.data.params["weights_sha256"] == file_sha256(other) != meta["weights_sha256"]["models/model.pt"]
+
     untracked = tmp_path / "untracked"
     wf = workflow(bundle, ["inference.json"], "infer", **{**override, "output_dir": str(untracked)})
     wf.run()

@@ -189,6 +189,9 @@ class RunLineage:
         output_dir: folder whose new files matching ``artifacts`` are logged; its ``mlruns.db``
             is the local store.
         artifacts: glob patterns of files to log.
+        weights: the weights file the run loads (the config's ``ckpt_path``): logged as
+            ``weights_file``, and its sha256 as ``weights_sha256``, so that a run on other weights
+            than the bundle's own (adapted ones, say) names the weights that ran.
     """
 
     def __init__(
@@ -197,8 +200,10 @@ class RunLineage:
         params: Mapping | None = None,
         output_dir: str | None = None,
         artifacts: tuple[str, ...] = ("*.png", "*.csv"),
+        weights: str | os.PathLike | None = None,
     ):
         self.bundle_root = bundle_root
+        self.weights = None if weights is None else Path(weights)
         self.params = dict(params or {})
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.artifacts = tuple(artifacts)
@@ -243,6 +248,12 @@ class RunLineage:
     def log_params(self, engine: Engine) -> None:
         self._started = time.time()
         params = {**bundle_params(self.bundle_root), **{k: str(v) for k, v in self.params.items()}}
+        if self.weights is not None:
+            from mribundles.bundles import file_sha256
+
+            params["weights_file"] = str(self.weights)
+            if self.weights.is_file():
+                params["weights_sha256"] = file_sha256(self.weights)
         self._with_run(engine, lambda client, run_id, _: log_params(client, run_id, params))
 
     def log_results(self, engine: Engine) -> None:
