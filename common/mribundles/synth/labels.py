@@ -29,6 +29,7 @@ __all__ = [
     "FREESURFER_TISSUE",
     "TISSUE_NAMES",
     "load_label_map",
+    "skull_strip",
     "synthesize_image",
     "tissue_labels",
 ]
@@ -98,6 +99,12 @@ def load_label_map(path: str | os.PathLike, image_shape: tuple[int, ...] | None 
     if unknown:
         raise InvalidInputError(f"label map has labels the tissue mapping does not know: {unknown[:8]}", path)
     return torch.from_numpy(data.astype(np.int16)), image.affine
+
+
+def skull_strip(labels: torch.Tensor) -> torch.Tensor:
+    """``labels`` with every extra-cerebral class (`EXTRA_CEREBRAL`: skull, scalp, fat, eyes, ...)
+    set to background, as in a skull-stripped scan."""
+    return torch.where(labels >= EXTRA_CEREBRAL.start, torch.zeros_like(labels), labels)
 
 
 def tissue_labels(labels: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from mribundles.registration import affine_align, random_diffeomorphism
-from mribundles.synth.labels import CONTRASTS, EXTRA_CEREBRAL, tissue_labels
+from mribundles.synth.labels import CONTRASTS, skull_strip, tissue_labels
 from mribundles.synth.segmentation import CONTRAST_MIX, SyntheticSegmentationDataset, _Head, simulate_scan
 from mribundles.synth.spatial import random_matrix, sample, uniform, warp_grid
 
@@ -181,7 +181,7 @@ class SyntheticPairDataset(SyntheticSegmentationDataset):
                          place.offset + place.matrix @ centre, displacement)
         labels = sample(head.labels, grid, mode="nearest")
         if stripped:
-            labels = torch.where(labels >= EXTRA_CEREBRAL.start, torch.zeros_like(labels), labels)
+            labels = skull_strip(labels)
         image = simulate_scan(labels, generator, self.contrasts, stripped, self.thick_slice_prob, self.max_slice_mm, self.max_noise)
         return {"image": image[None].float(), "label": tissue_labels(labels)[None], "subject": self.paths[index].name.split(".")[0]}
 

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from mribundles.errors import InvalidInputError
 from mribundles.synth.dataset import SEED_STRIDE
-from mribundles.synth.labels import CONTRASTS, EXTRA_CEREBRAL, load_label_map, synthesize_image, tissue_labels
+from mribundles.synth.labels import CONTRASTS, load_label_map, skull_strip, synthesize_image, tissue_labels
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, uniform, warp_grid
 
 __all__ = ["CONTRAST_MIX", "SyntheticSegmentationDataset", "degrade_resolution", "simulate_scan"]
@@ -202,7 +202,7 @@ class SyntheticSegmentationDataset(Dataset):
 
         stripped = uniform(generator, 0, 1) < self.skull_strip_prob
         if stripped:
-            labels = torch.where(labels >= EXTRA_CEREBRAL.start, torch.zeros_like(labels), labels)
+            labels = skull_strip(labels)
         image = simulate_scan(labels, generator, self.contrasts, stripped, self.thick_slice_prob, self.max_slice_mm, self.max_noise)
         item = {"image": image[None].float(), "label": tissue_labels(labels)[None]}
         return self.transform(item) if self.transform is not None else item
