@@ -9,7 +9,10 @@ The bundle trains mostly on images synthesised from the 20 SynthSeg label maps
   the three tissues by the library's one mapping (`mribundles.synth.tissue_labels`). The npz
   carries no affine; its axes are FreeSurfer's conformed LIA at 1 mm (left hemisphere labels lie
   at high axis-0 indices, the brainstem at high axis-1 indices), which is the affine we write.
-  Its aseg labels no sulcal CSF (label 24 holds 1,306 voxels), so its CSF is the ventricles.
+  Its aseg labels no sulcal CSF (label 24 holds 1,306 voxels): the sulci that a closing of the
+  labelled brain spans, where the skull-stripped image has signal, become CSF
+  (`mribundles.synth.sulcal_csf`), so that its CSF means what the synthesised labels' and the
+  template's CSF mean.
 
 Every evaluation volume is real and never trained on:
 
@@ -41,7 +44,7 @@ from torch.nn import functional as F
 
 from mribundles.io.images import write_image
 from mribundles.physics.degrade import crop_to_multiple, thick_slices
-from mribundles.synth import TISSUE_NAMES, tissue_labels
+from mribundles.synth import TISSUE_NAMES, sulcal_csf, tissue_labels
 
 # FreeSurfer's conformed orientation: axis 0 -> left, axis 1 -> inferior, axis 2 -> anterior.
 LIA_1MM = np.array([[-1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
@@ -50,10 +53,12 @@ LIA_1MM = np.array([[-1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 
 def voxelmorph_subject(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     npz = np.load(data / "volumes/voxelmorph/test_scan.npz")
     aseg = npz["seg"].astype(np.int32)
-    labels = tissue_labels(torch.from_numpy(aseg)).numpy()
+    image = npz["vol"].astype(np.float32)
+    tissue = tissue_labels(torch.from_numpy(aseg))
+    labels = torch.where(torch.from_numpy(image) > 0, sulcal_csf(tissue), tissue).numpy()
     affine = LIA_1MM.copy()
     affine[:3, 3] = -LIA_1MM[:3, :3] @ (np.array(aseg.shape) / 2)  # centre the volume at the origin
-    return npz["vol"].astype(np.float32), labels, affine
+    return image, labels, affine
 
 
 def mni_template(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

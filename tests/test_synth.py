@@ -23,6 +23,7 @@ from mribundles.synth import (
     random_coil_array,
     sample,
     simulate_acquisition,
+    sulcal_csf,
     synthesize_image,
     tissue_labels,
     warp_grid,
@@ -123,6 +124,17 @@ def test_tissue_mapping_follows_fast_and_spm(label_map):
     assert int(tissue[label_map == 10].unique()) == 2  # thalamus is grey matter
     assert int(tissue[label_map == 16].unique()) == 3  # brain stem is white matter
     assert int(tissue[label_map >= 500].max()) == 0  # scalp, skull, fat, eyes: not brain tissue
+
+
+def test_sulcal_csf_fills_the_gaps_between_gyri_but_not_the_outside():
+    # two "gyri" of grey matter, 2 voxels apart, on an otherwise empty grid: an aseg without sulci
+    tissue = torch.zeros(12, 12, 12, dtype=torch.uint8)
+    tissue[3:9, 3:9, 2:5] = 2
+    tissue[3:9, 3:9, 7:10] = 2
+    filled = sulcal_csf(tissue, radius=2)
+    assert torch.equal(filled[3:9, 3:9, 5:7], torch.ones(6, 6, 2, dtype=torch.uint8))  # the sulcus
+    assert int((filled == 1).sum()) == 6 * 6 * 2  # nothing outside the closing
+    assert torch.equal(filled[tissue > 0], tissue[tissue > 0])  # labelled tissue kept
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ A test scan never enters it."""
 from mribundles.synth.acquisition import AcquisitionRanges, correlated_noise, random_coil_array, simulate_acquisition
 from mribundles.synth.anatomy import DEFAULT_EXCLUDE, AnatomyBank, AnatomySlice
 from mribundles.synth.dataset import SyntheticKspaceDataset
-from mribundles.synth.labels import CONTRASTS, FREESURFER_TISSUE, TISSUE_NAMES, load_label_map, synthesize_image, tissue_labels
+from mribundles.synth.labels import CONTRASTS, FREESURFER_TISSUE, TISSUE_NAMES, load_label_map, sulcal_csf, synthesize_image, tissue_labels
 from mribundles.synth.registration import SyntheticPairDataset
 from mribundles.synth.segmentation import SyntheticSegmentationDataset, degrade_resolution
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, warp_grid
@@ -30,6 +30,7 @@ __all__ = [
     "sample",
     "simulate_acquisition",
     "smooth_displacement",
+    "sulcal_csf",
     "synthesize_image",
     "tissue_labels",
     "warp_grid",

@@ -30,6 +30,7 @@ __all__ = [
     "TISSUE_NAMES",
     "load_label_map",
     "skull_strip",
+    "sulcal_csf",
     "synthesize_image",
     "tissue_labels",
 ]
@@ -116,6 +117,28 @@ def tissue_labels(labels: torch.Tensor) -> torch.Tensor:
         if label < lut.numel():
             lut[label] = tissue
     return lut[labels.long()]
+
+
+def sulcal_csf(tissue: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """Tissue labels with the sulci filled in as CSF.
+
+    FreeSurfer's aseg labels no sulcal CSF: the spaces between the gyri are left as background, so
+    a scan labelled by it would teach a segmenter that sulcal CSF is not CSF. A morphological
+    closing of the labelled brain (a cube of side ``2 * radius + 1``) spans those spaces but not the
+    space outside the brain; the voxels it adds become CSF, which is what the classes' definition
+    (FSL FAST, SPM) and the library's synthesised labels call them.
+
+    Args:
+        tissue: (X, Y, Z) labels from `tissue_labels` (0 background, 1 CSF, 2 GM, 3 WM).
+        radius: the closing's half-width in voxels; sulci are a few millimetres wide.
+    """
+    brain = (tissue > 0).float()[None, None]
+    size = 2 * radius + 1
+    dilated = torch.nn.functional.max_pool3d(brain, size, stride=1, padding=radius)
+    # outside the grid counts as background, so a brain that reaches the edge is not closed onto it
+    outside_is_empty = torch.nn.functional.pad(dilated, [radius] * 6)
+    closed = -torch.nn.functional.max_pool3d(-outside_is_empty, size, stride=1)
+    return torch.where((closed[0, 0] > 0) & (tissue == 0), torch.ones_like(tissue), tissue)
 
 
 def _label_means(values: torch.Tensor, contrast: str, generator: torch.Generator) -> torch.Tensor:
