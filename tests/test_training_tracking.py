@@ -17,10 +17,15 @@ import warnings
 
 import mlflow
 import pytest
+import torch
 from monai.handlers import MLFlowHandler
 
 from bundle_checks import REPO, workflow
+from mribundles.bundles import file_sha256
 from mribundles.tracking import sqlite_uri
+from mribundles.tracking.lineage import weights_params
+from test_seg_bundle import BUNDLE as SEG_BUNDLE
+from test_seg_bundle import tiny_seg_dataset  # noqa: F401 (a fixture, used by name)
 from test_sr_bundle import BUNDLE, tiny_volumes  # noqa: F401 (a fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,6 +33,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TRAINED_WITH_VALIDATION = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/train.json")
                                  if '"ValidationHandler"' in p.read_text())
 EVALUATED = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/evaluate.json"))
+STARTED_FROM_WEIGHTS = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/train.json")
+                              if '"init_weights"' in p.read_text())
 
 
 def _override(volumes: dict[str, str], tmp_path) -> dict:
@@ -38,10 +45,21 @@ def _override(volumes: dict[str, str], tmp_path) -> dict:
             "factors": [2, 4], "target_spacing": 2.0, "val_factor": 2, "device": "$torch.device('cpu')"}
 
 
-def _only_run(uri: str):
+def _only_run(uri: str, bundle=BUNDLE):
     client = mlflow.MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([client.get_experiment_by_name(BUNDLE.name).experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name(bundle.name).experiment_id])
     return client, run
+
+
+def _other_weights(bundle, path):
+    """The bundle's shipped weights with one tensor changed, saved at ``path``: weights of the
+    same network whose sha256 is not the bundle's."""
+    state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] + 1.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
 
 
 def _targets(handlers: list) -> list[str]:
@@ -80,6 +98,60 @@ def test_every_evaluate_overlay_takes_monais_evaluator_handler_once(bundle, tmp_
     assert wf.parser["validate#evaluator#val_handlers"] == "@handlers"
     assert _targets(handlers)[-2:] == ["mribundles.tracking.RunLineage", "MLFlowHandler"]
     assert handlers[-1]["close_on_complete"] is True and _targets(handlers).count("MLFlowHandler") == 1
+
+
+@pytest.mark.parametrize("bundle", EVALUATED)
+def test_every_evaluate_overlay_logs_the_weights_file_its_checkpoint_loader_loads(bundle, tmp_path):
+    """One ``ckpt_path`` under ``--ckpt_dir``, read by the CheckpointLoader and by RunLineage
+    alike, so the lineage names the weights that ran, not the bundle's models/model.pt."""
+    root = REPO / "bundles" / bundle
+    other = tmp_path / "other"
+    wf = workflow(root, ["train.json", "evaluate.json"], "eval", ckpt_dir=str(other), output_dir=str(tmp_path))
+    handlers = wf.parser["handlers"]
+    (loader,) = [h for h in handlers if h["_target_"] == "CheckpointLoader"]
+    (lineage,) = [h for h in handlers if h["_target_"] == "mribundles.tracking.RunLineage"]
+    assert loader["load_path"] == lineage["weights"] == "@ckpt_path"
+    # the file train.json saves as the best weights: model.pt, or ReconResNet's per sampling
+    name = wf.parser.get_parsed_content("weights_file", default="model.pt")
+    assert wf.parser.get_parsed_content("ckpt_path") == str(other / name)
+
+
+def _lineage_of_training(root, **override):
+    """The RunLineage that ``root``'s train.json builds with ``override``, built alone: a
+    workflow's initialisation would build the trainer and its datasets too."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "train.json"))
+    parser.update({"bundle_root": str(root), **override})
+    return parser.get_parsed_content("train#handlers#1")
+
+
+@pytest.mark.parametrize("bundle", STARTED_FROM_WEIGHTS)
+def test_every_training_that_can_start_from_weights_gives_them_to_run_lineage(bundle, tmp_path):
+    """``init_weights`` goes to RunLineage's own argument (file and sha256, nothing when null),
+    not to its ``params``, where null would be logged as the string 'None'."""
+    from mribundles.tracking import RunLineage
+
+    root = REPO / "bundles" / bundle
+    lineage = json.loads((root / "configs" / "train.json").read_text())["train"]["handlers"][1]
+    assert lineage["init_weights"] == "@init_weights" and "init_weights" not in lineage["params"]
+    start = tmp_path / "start.pt"
+    built = _lineage_of_training(root, init_weights=str(start), output_dir=str(tmp_path))
+    assert isinstance(built, RunLineage) and built.init_weights == start and built.weights is None
+    assert _lineage_of_training(root, output_dir=str(tmp_path)).init_weights is None
+
+
+def test_weights_params_name_the_file_and_its_sha256_and_nothing_for_none(tmp_path):
+    import hashlib
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    assert weights_params(weights, "init_weights") == {"init_weights_file": str(weights),
+                                                      "init_weights_sha256": hashlib.sha256(b"weights").hexdigest()}
+    # a file that is not there is named (its loader reports it), with no sha256
+    assert weights_params(tmp_path / "missing.pt") == {"weights_file": str(tmp_path / "missing.pt")}
+    assert weights_params(None, "init_weights") == {}
 
 
 def test_training_with_a_store_that_cannot_be_opened_warns_once_and_tracks_locally(tiny_volumes, tmp_path, monkeypatch, capsys):
@@ -126,8 +198,50 @@ def test_evaluation_is_tracked_as_one_run_of_the_evaluator(tiny_volumes, tmp_pat
     client, run = _only_run(store)
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     assert run.info.status == "FINISHED" and run.data.params["weights_sha256"] == meta["weights_sha256"]["models/model.pt"]
+    assert run.data.params["weights_file"] == str(BUNDLE / "models" / "model.pt")
     assert run.data.metrics["val_psnr"] == pytest.approx(evaluator.state.metrics["val_psnr"])
     assert len(client.get_metric_history(run.info.run_id, "val_psnr_per_case")) == 1  # one validation volume
     outputs = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
     assert outputs == {"outputs/metrics.csv", "outputs/val_psnr_raw.csv", "outputs/val_ssim_raw.csv"}
     assert (tmp_path / "eval" / "metrics.csv").is_file()
+
+
+def test_evaluation_with_another_ckpt_dir_names_the_weights_it_loaded(tiny_volumes, tmp_path, monkeypatch):
+    """``--ckpt_dir other/``: the run records other/model.pt and its sha256, not the bundle's
+    models/model.pt, and the metrics are those of the weights it names."""
+    store = sqlite_uri(tmp_path / "store" / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    other = _other_weights(BUNDLE, tmp_path / "other" / "model.pt")
+    override = {**_override(tiny_volumes, tmp_path), "ckpt_dir": str(other.parent)}
+    evaluate = workflow(BUNDLE, ["train.json", "evaluate.json"], "eval", tracking="mlflow", **override)
+    evaluate.run()
+    evaluate.finalize()
+    _, run = _only_run(store)
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert run.info.status == "FINISHED" and run.data.params["weights_file"] == str(other)
+    assert run.data.params["weights_sha256"] == file_sha256(other) != meta["weights_sha256"]["models/model.pt"]
+    network = evaluate.parser.get_parsed_content("network")
+    loaded = torch.load(other, map_location="cpu", weights_only=True)
+    assert all(torch.equal(v, loaded[k]) for k, v in network.state_dict().items())  # it evaluated those weights
+
+
+def test_training_from_init_weights_records_their_file_and_sha256(tiny_seg_dataset, tiny_synth_root, tmp_path,
+                                                                   monkeypatch):
+    """``--init_weights start.pt`` on a tiny tissue-segmentation training: the run logs
+    init_weights_file and init_weights_sha256 of start.pt, beside the bundle's own weights_sha256."""
+    store = sqlite_uri(tmp_path / "store" / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    start = _other_weights(SEG_BUNDLE, tmp_path / "start" / "model.pt")
+    override = {"dataset_dir": str(tiny_seg_dataset), "synth_data_root": str(tiny_synth_root),
+                "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "models"), "max_epochs": 1,
+                "iterations_per_epoch": 1, "batch_size": 1, "val_interval": 1, "patch_size": [32, 32, 32],
+                "device": "$torch.device('cpu')", "init_weights": str(start)}
+    train = workflow(SEG_BUNDLE, ["train.json"], "train", tracking="mlflow", **override)
+    train.run()
+    train.finalize()
+    _, run = _only_run(store, SEG_BUNDLE)
+    meta = json.loads((SEG_BUNDLE / "configs" / "metadata.json").read_text())
+    params = run.data.params
+    assert run.info.status == "FINISHED" and params["init_weights_file"] == str(start)
+    assert params["init_weights_sha256"] == file_sha256(start) != meta["weights_sha256"]["models/model.pt"]
+    assert params["weights_sha256"] == meta["weights_sha256"]["models/model.pt"] and "init_weights" not in params

@@ -20,7 +20,7 @@ from ignite.engine import Engine, Events
 from mribundles.tracking.store import (SafeClient, TrackingState, artifact_location, fail, is_server, local_instead,
                                        local_store, server_answers, store_problem)
 
-__all__ = ["RunLineage", "bundle_params", "log_params", "mlflow_handler", "tracking_state"]
+__all__ = ["RunLineage", "bundle_params", "log_params", "mlflow_handler", "tracking_state", "weights_params"]
 
 
 def bundle_params(bundle_root: str | os.PathLike) -> dict[str, str]:
@@ -37,6 +37,24 @@ def bundle_params(bundle_root: str | os.PathLike) -> dict[str, str]:
     for rel in meta.get("weights_sha256") or {"models/model.pt": None}:
         if (root / rel).is_file():
             params["weights_sha256" if rel == "models/model.pt" else f"weights_sha256:{rel}"] = file_sha256(root / rel)
+    return params
+
+
+def weights_params(weights: str | os.PathLike | None, name: str = "weights") -> dict[str, str]:
+    """``{name}_file`` (the path as the config gave it) and ``{name}_sha256`` for the weights file
+    ``weights``, as MLflow params; nothing when ``weights`` is None (an ``init_weights`` left unset).
+
+    The sha256 is left out when the file does not exist: the loader that reads it reports that,
+    and lineage must not end the run first.
+    """
+    from mribundles.bundles import file_sha256
+
+    if weights is None:
+        return {}
+    path = Path(weights)
+    params = {f"{name}_file": str(path)}
+    if path.is_file():
+        params[f"{name}_sha256"] = file_sha256(path)
     return params
 
 
@@ -173,8 +191,9 @@ class RunLineage:
     reports once, when it starts tracked. When the run starts it puts MONAI's handler (and its
     validator's, in training) behind a `SafeClient`, on the local store when a server does not
     answer, so that a store failing at the start or half-way is reported once and the run goes on
-    (`TrackingState`). Then it logs the bundle's name, version and weights sha256 and ``params``
-    (the acquisition settings); when the run completes, every per-case metric the engine's metric
+    (`TrackingState`). Then it logs the bundle's name, version and weights sha256, the weights
+    files it was given (``weights``, ``init_weights``) with theirs, and ``params`` (the
+    acquisition settings); when the run completes, every per-case metric the engine's metric
     handlers saved (``engine.state.metric_details``, one MLflow step per case) and the figures and
     tables written to ``output_dir`` during the run.
 
@@ -189,9 +208,14 @@ class RunLineage:
         output_dir: folder whose new files matching ``artifacts`` are logged; its ``mlruns.db``
             is the local store.
         artifacts: glob patterns of files to log.
-        weights: the weights file the run loads (the config's ``ckpt_path``): logged as
-            ``weights_file``, and its sha256 as ``weights_sha256``, so that a run on other weights
-            than the bundle's own (adapted ones, say) names the weights that ran.
+        weights: the weights file the run loads (an inference config's ``ckpt_path``, an
+            evaluate overlay's ``<ckpt_dir>/model.pt``): logged as ``weights_file``, and its
+            sha256 as ``weights_sha256`` in place of the bundle's own, so that a run on other
+            weights (adapted ones, another ``--ckpt_dir``) names the weights that ran.
+        init_weights: the weights file a training starts from (its ``init_weights``): logged as
+            ``init_weights_file`` and ``init_weights_sha256``, nothing when None. Kept apart from
+            ``weights``, since a training's ``weights_sha256`` names the bundle's shipped weights,
+            which the training may replace.
     """
 
     def __init__(
@@ -201,9 +225,11 @@ class RunLineage:
         output_dir: str | None = None,
         artifacts: tuple[str, ...] = ("*.png", "*.csv"),
         weights: str | os.PathLike | None = None,
+        init_weights: str | os.PathLike | None = None,
     ):
         self.bundle_root = bundle_root
         self.weights = None if weights is None else Path(weights)
+        self.init_weights = None if init_weights is None else Path(init_weights)
         self.params = dict(params or {})
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.artifacts = tuple(artifacts)
@@ -247,13 +273,9 @@ class RunLineage:
 
     def log_params(self, engine: Engine) -> None:
         self._started = time.time()
-        params = {**bundle_params(self.bundle_root), **{k: str(v) for k, v in self.params.items()}}
-        if self.weights is not None:
-            from mribundles.bundles import file_sha256
-
-            params["weights_file"] = str(self.weights)
-            if self.weights.is_file():
-                params["weights_sha256"] = file_sha256(self.weights)
+        # weights_params after bundle_params: the weights that ran replace the bundle's own sha256
+        params = {**bundle_params(self.bundle_root), **{k: str(v) for k, v in self.params.items()},
+                  **weights_params(self.weights, "weights"), **weights_params(self.init_weights, "init_weights")}
         self._with_run(engine, lambda client, run_id, _: log_params(client, run_id, params))
 
     def log_results(self, engine: Engine) -> None:
