@@ -1,6 +1,6 @@
 """Self-supervised (SSDU) adaptation: the mask split, the k-space loss, the networks' k-space,
 the adaptation loop's guarantee, the bundle overlay end to end on a tiny scan simulated from a
-real T1 slice, and the inputs it refuses."""
+real T1 slice, and the inputs and networks it refuses (magnitude-only networks)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from bundle_checks import workflow
 from mribundles.adaptation import (
     ADAPTED_WEIGHTS,
     ADDENDUM,
-    MagnitudeKspaceModel,
+    BundleAdaptation,
     UnrolledKspaceModel,
     adapt,
     draw_subset,
@@ -36,6 +36,10 @@ from mribundles.sample_data import path as sample_path
 
 REPO = Path(__file__).resolve().parents[1]
 RVN = REPO / "bundles" / "brain_mri_recon_rvn"
+UNET = REPO / "bundles" / "brain_mri_recon_unet"
+# kspace_model's refusal of a network without forward_kspace, after its class name.
+MAGNITUDE_REFUSAL = (" returns only a magnitude image, whose k-space cannot be formed faithfully from estimated coil maps "
+                     "(on real scans the fully sampled image scores worse than zero-filling on held-out samples)")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -146,22 +150,26 @@ def test_forward_kspace_is_the_kspace_behind_forward_and_scripts(cls):
     assert isinstance(kspace_model(net), UnrolledKspaceModel)
 
 
-def test_magnitude_model_kspace_from_the_true_magnitude_predicts_unseen_samples():
-    """F S m with S from the calibration box and m the fully sampled RSS reproduces the samples
-    the input lacks far better than zero (loss 2): the magnitude is a sound SSDU output."""
-    kspace = _slice_kspace()[None]
-    mask = make_mask("random1d", kspace.shape[-2:], 4, 0.08, 0)[None]
-    truth = rss(ifft2c(kspace)).unsqueeze(1)
+def test_a_magnitude_network_is_refused_with_the_reason():
+    """A network without forward_kspace returns only a magnitude, whose k-space from estimated coil
+    maps is not faithful on real scans: refused in one line that says what and why."""
+    torch.manual_seed(0)
+    net = ImageUnet(chans=4, num_pools=2)
+    expected = "SSDU adaptation needs the network's multi-coil k-space; ImageUnet" + MAGNITUDE_REFUSAL
+    for network_input in ("kspace", "zero_filled"):
+        with pytest.raises(InvalidInputError) as caught:
+            kspace_model(net, network_input)
+        assert str(caught.value) == expected and caught.value.path is None
 
-    class Oracle(torch.nn.Module):
-        def forward(self, image):
-            return truth
+    class Magnitude(torch.nn.Module):  # any module without forward_kspace, named by its class
+        def forward(self, kspace, mask):
+            return rss(ifft2c(kspace)).unsqueeze(1)
 
-    model = kspace_model(Oracle(), "zero_filled")
-    assert isinstance(model, MagnitudeKspaceModel)
-    predicted = model.kspace(kspace * mask, mask)
-    assert predicted.shape == kspace.shape and predicted.is_complex()
-    assert float(ssdu_loss(predicted, kspace, ~mask[0])) < 0.6
+    with pytest.raises(InvalidInputError, match=r"; Magnitude returns only a magnitude image,"):
+        kspace_model(Magnitude())
+    # A k-space network fed anything but k-space is refused too.
+    with pytest.raises(InvalidInputError, match=r"^SSDU adaptation feeds RecurrentVarNet k-space, but the bundle feeds it 'zero_filled'$"):
+        kspace_model(_tiny_rvn(), "zero_filled")
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -204,11 +212,13 @@ def test_frozen_submodules_keep_their_weights_and_the_rest_adapts():
         adapt(_tiny_rvn(), [_tiny_item()], steps=1, frozen=["sens_nte"], progress=False)
 
 
-def test_adapt_magnitude_network_runs():
+def test_adapt_refuses_a_magnitude_network_and_leaves_its_weights():
     torch.manual_seed(0)
     net = ImageUnet(chans=4, num_pools=2)
-    result = adapt(net, [_tiny_item()], steps=2, lr=1e-3, val_every=1, patience=5, network_input="zero_filled", progress=False)
-    assert result.steps_run == 2 and result.best_loss < result.start_loss
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(InvalidInputError, match=re.escape("; ImageUnet" + MAGNITUDE_REFUSAL) + "$"):
+        adapt(net, [_tiny_item()], steps=2, lr=1e-3, val_every=1, patience=5, network_input="zero_filled", progress=False)
+    assert all(torch.equal(start[k], v) for k, v in net.state_dict().items())
 
 
 # --- the bundle overlay ----------------------------------------------------------------------
@@ -245,11 +255,10 @@ def test_rvn_adapts_through_the_overlay_and_inference_runs_the_adapted_weights(t
     assert (tmp_path / "recon" / "site_scan_recon.nii.gz").is_file()
 
 
-@pytest.mark.parametrize("name", ["brain_mri_recon_varnet", "brain_mri_recon_unet", "brain_mri_recon_reconresnet"])
-def test_every_cartesian_bundle_adapts_through_its_overlay(name, tmp_path):
-    """The other Cartesian bundles: one step from their shipped weights, weights written in
-    their models/ format (ReconResNet: its Cartesian weights)."""
-    bundle = REPO / "bundles" / name
+def test_the_varnet_bundle_adapts_through_its_overlay(tmp_path):
+    """The other unrolled bundle: one step from its shipped weights, weights written in its
+    models/ format."""
+    bundle = REPO / "bundles" / "brain_mri_recon_varnet"
     scan = _write_undersampled(tmp_path / "scan.npy")
     wf = workflow(bundle, ["inference.json", "adapt.json"], "infer", kspace_file=str(scan), output_dir=str(tmp_path / "out"),
                   adapt_steps=1, adapt_val_every=1, device="$torch.device('cpu')")
@@ -258,8 +267,26 @@ def test_every_cartesian_bundle_adapts_through_its_overlay(name, tmp_path):
     state = torch.load(report["weights"], map_location="cpu", weights_only=True)
     shipped = wf.parser.get_parsed_content("ckpt_path")
     assert state.keys() == torch.load(shipped, map_location="cpu", weights_only=True).keys()
-    if name == "brain_mri_recon_reconresnet":
-        assert shipped.endswith("model_cartesian.pt") and "--sampling cartesian" in report["addendum"].read_text()
+
+
+def test_only_the_unrolled_bundles_ship_an_overlay():
+    """The magnitude-only bundles (U-Net, ReconResNet) offer no adaptation."""
+    overlays = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("brain_mri_recon_*/configs/adapt.json"))
+    assert overlays == ["brain_mri_recon_rvn", "brain_mri_recon_varnet"]
+
+
+def test_bundle_adaptation_refuses_a_magnitude_network_before_reading_any_scan(tmp_path):
+    """BundleAdaptation (what an adapt.json runs) with a magnitude network: one line naming the
+    bundle, before the scans (here none exist) or the weights are read, and nothing written."""
+    torch.manual_seed(0)
+    out = tmp_path / "adapted"
+    adaptation = BundleAdaptation(UNET, ImageUnet(chans=4, num_pools=2), tmp_path / "no_weights.pt",
+                                  [{"kspace": str(tmp_path / "no_scan.npy")}], lambda item: item, "none", str(out),
+                                  network_input="zero_filled", progress=False)
+    with pytest.raises(InvalidInputError) as caught:
+        adaptation.run()
+    assert str(caught.value) == f"{UNET}: SSDU adaptation needs the network's multi-coil k-space; ImageUnet" + MAGNITUDE_REFUSAL
+    assert not out.exists()
 
 
 def test_overlay_runs_from_the_command_line_and_refuses_fully_sampled_data(tmp_path):
@@ -310,22 +337,26 @@ def test_overlay_refuses_bad_input_and_writes_nothing(tmp_path):
 def test_adapt_and_reconstruct_opens_the_overlay_and_refuses_an_unknown_override():
     """One slice in memory through the bundle's adapt.json over its inference.json: the override
     sets the overlay's id, the "before" image is the shipped weights' reconstruction, and an id
-    neither config defines is refused, naming it, before any work."""
+    neither config defines is refused, naming it, before any work; a bundle without adapt.json
+    (the U-Net's) is refused, naming the bundle."""
     from mribundles.adaptation import adapt_and_reconstruct
 
-    bundle = REPO / "bundles" / "brain_mri_recon_unet"
+    bundle = REPO / "bundles" / "brain_mri_recon_varnet"
     kspace = _slice_kspace()
     mask = make_mask("random1d", kspace.shape[-2:], 4, 0.08, 0)
     out = adapt_and_reconstruct(bundle, kspace * mask, mask, reference=rss(ifft2c(kspace)),
                                 overrides={"adapt_steps": 1, "adapt_val_every": 1})
-    assert out["bundle"] == "brain_mri_recon_unet" and out["settings"]["steps"] == 1
+    assert out["bundle"] == "brain_mri_recon_varnet" and out["settings"]["steps"] == 1
     assert out["adaptation"]["steps_run"] == 1 and out["adaptation"]["best_loss"] <= out["adaptation"]["start_loss"]
     assert {name: tuple(image.shape) for name, image in out["images"].items()} == {
         "zero-filled": (80, 112), "before": (80, 112), "after": (80, 112)}
     torch.testing.assert_close(out["images"]["zero-filled"], rss(ifft2c(kspace * mask)))
     assert out["metrics"]["before"]["psnr"] > out["metrics"]["zero-filled"]["psnr"]  # the shipped weights ran
-    with pytest.raises(InvalidInputError, match=r"bundle brain_mri_recon_unet has no config id 'adapt_step' to override"):
+    with pytest.raises(InvalidInputError, match=r"bundle brain_mri_recon_varnet has no config id 'adapt_step' to override"):
         adapt_and_reconstruct(bundle, kspace * mask, mask, overrides={"adapt_step": 1})
+    with pytest.raises(InvalidInputError) as caught:
+        adapt_and_reconstruct(UNET, kspace * mask, mask)
+    assert str(caught.value) == f"{UNET}: no configs/adapt.json in the bundle"
 
 
 # --- the head mask ---------------------------------------------------------------------------

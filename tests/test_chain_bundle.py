@@ -163,7 +163,7 @@ def test_stage_bundles_that_do_not_fit_are_refused_before_any_work(tmp_path):
     meta["network_data_format"]["inputs"]["image"]["num_channels"] = 2
     (seg / "configs" / "metadata.json").write_text(json.dumps(meta))
     recon = ReconStage(RECON, torch.device("cpu"))
-    versions = f"brain_mri_recon_unet 0.1.0 -> brain_mri_tissue_seg {meta['version']}"
+    versions = f"brain_mri_recon_unet 0.1.1 -> brain_mri_tissue_seg {meta['version']}"
     with pytest.raises(InvalidInputError, match=re.escape(f"stage bundles do not fit ({versions}): channels: reconstruction gives 1, segmentation takes 2")):
         PipelineChain(recon, seg=SegStage(seg, torch.device("cpu")), output_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()

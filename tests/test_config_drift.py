@@ -147,7 +147,7 @@ def test_expressions_that_name_the_library_import_it():
 
 def test_the_reconresnet_configs_name_their_sampling_once_per_choice():
     """ReconResNet's two samplings are chosen by `configs.for_sampling`, never by ``$`` code."""
-    for name in ("inference.json", "train.json", "evaluate.json", "adapt.json"):
+    for name in ("inference.json", "train.json", "evaluate.json"):
         text = _file("brain_mri_recon_reconresnet", name).read_text()
         assert "@sampling ==" not in text and "@sampling +" not in text, name
 

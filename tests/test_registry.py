@@ -52,10 +52,10 @@ def test_publish_registers_a_model_version_with_lineage_tags(server, site_a):
     import mlflow
 
     info = site_a["info"]
-    assert (info["name"], info["bundle_version"], info["registry_version"]) == ("brain_mri_recon_unet", "0.1.0", "1")
+    assert (info["name"], info["bundle_version"], info["registry_version"]) == ("brain_mri_recon_unet", "0.1.1", "1")
     client = mlflow.MlflowClient(tracking_uri=server["uri"])
     (version,) = client.search_model_versions("name='brain_mri_recon_unet'")
-    assert version.tags["zip_name"] == "brain_mri_recon_unet-0.1.0.zip"
+    assert version.tags["zip_name"] == "brain_mri_recon_unet-0.1.1.zip"
     assert version.tags["signed_by_key"] == json.loads(
         __import__("zipfile").ZipFile(site_a["zip"]).read("manifest.sig"))["key_id"]
 
@@ -68,7 +68,7 @@ def test_publishing_the_same_version_twice_is_refused(server, site_a):
 def test_site_b_fetches_verifies_and_runs_the_bundle_tracked_on_the_server(server, site_a, trusted, tmp_path):
     import mlflow
 
-    folder = fetch_bundle("brain_mri_recon_unet@0.1.0", tmp_path / "site_b", trusted_keys=trusted, tracking_uri=server["uri"])
+    folder = fetch_bundle("brain_mri_recon_unet@0.1.1", tmp_path / "site_b", trusted_keys=trusted, tracking_uri=server["uri"])
     assert (folder / "models" / "model.pt").read_bytes() == (BUNDLE / "models" / "model.pt").read_bytes()
 
     # Run it as a user at site B would: from elsewhere, its own copy, tracked on the server.
@@ -103,7 +103,7 @@ def test_fetch_refuses_unsigned_code_without_trusted_keys(server, site_a, tmp_pa
 
 
 def test_fetch_refuses_a_zip_altered_in_the_artifact_store(server, site_a, trusted, tmp_path):
-    """Publish 0.1.1, then change one byte of the stored zip behind the server's back."""
+    """Publish 0.1.2, then change one byte of the stored zip behind the server's back."""
     import zipfile
 
     root = tmp_path / "a2"
@@ -111,19 +111,19 @@ def test_fetch_refuses_a_zip_altered_in_the_artifact_store(server, site_a, trust
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("outputs", "eval"))
     meta_file = bundle / "configs" / "metadata.json"
     meta = json.loads(meta_file.read_text())
-    meta["version"] = "0.1.1"
-    meta["changelog"]["0.1.1"] = "test release"
+    meta["version"] = "0.1.2"
+    meta["changelog"]["0.1.2"] = "test release"
     meta_file.write_text(json.dumps(meta, indent=4))
     key, _ = generate_keypair("a2", root)
     publish_bundle(pack_bundle(bundle, root, key=key), server["uri"])
-    (stored,) = server["artifacts"].rglob("brain_mri_recon_unet-0.1.1.zip")
+    (stored,) = server["artifacts"].rglob("brain_mri_recon_unet-0.1.2.zip")
     data = bytearray(stored.read_bytes())
     with zipfile.ZipFile(stored) as zf:
         offset = zf.getinfo("brain_mri_recon_unet/models/model.pt").header_offset + 200
     data[offset] ^= 0xFF
     stored.write_bytes(bytes(data))
     with pytest.raises(InvalidInputError, match="differs from the published one"):
-        fetch_bundle("brain_mri_recon_unet@0.1.1", tmp_path / "site_b", trusted_keys=trusted, tracking_uri=server["uri"])
+        fetch_bundle("brain_mri_recon_unet@0.1.2", tmp_path / "site_b", trusted_keys=trusted, tracking_uri=server["uri"])
     assert not (tmp_path / "site_b").exists()
 
 

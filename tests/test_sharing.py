@@ -73,7 +73,7 @@ def test_keygen_private_key_is_owner_only_and_never_overwritten(tmp_path):
 def test_pack_is_reproducible_and_the_manifest_pins_every_file(tmp_path):
     first = pack_bundle(BUNDLE, tmp_path / "1")
     second = pack_bundle(BUNDLE, tmp_path / "2")
-    assert first.name == "brain_mri_recon_unet-0.1.0.zip"
+    assert first.name == "brain_mri_recon_unet-0.1.1.zip"
     assert first.read_bytes() == second.read_bytes()
     package = open_package(first)
     assert "brain_mri_recon_unet/models/model.pt" in package.files

@@ -1,6 +1,10 @@
 """Self-supervised adaptation of reconstruction networks to a site's own undersampled scans
 (SSDU and its zero-shot variant): the mask split, the k-space loss, the adaptation loop, and the
-bundle workflow that configs/adapt.json runs."""
+bundle workflow that configs/adapt.json runs.
+
+Only networks that compute their own multi-coil k-space (the unrolled RVN and VarNet) are
+adapted; magnitude-only networks (the image U-Net, ReconResNet) are refused, because their
+k-space cannot be formed faithfully from estimated coil maps (`models`)."""
 
 from mribundles.adaptation.bundle import (
     ADAPTED_WEIGHTS,
@@ -10,7 +14,7 @@ from mribundles.adaptation.bundle import (
     adapt_and_reconstruct,
     load_weights,
 )
-from mribundles.adaptation.models import KspaceModel, MagnitudeKspaceModel, UnrolledKspaceModel, kspace_model
+from mribundles.adaptation.models import KspaceModel, UnrolledKspaceModel, kspace_model
 from mribundles.adaptation.ssdu import (
     SPLIT_UNITS,
     AdaptationResult,
@@ -31,7 +35,6 @@ __all__ = [
     "AdaptationResult",
     "BundleAdaptation",
     "KspaceModel",
-    "MagnitudeKspaceModel",
     "MaskSplit",
     "UnrolledKspaceModel",
     "acquired_items",

@@ -27,7 +27,7 @@ from mribundles.physics.masks import MASK_KINDS, make_mask
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m mribundles.adaptation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", required=True, help="a Cartesian reconstruction bundle with configs/adapt.json")
+    parser.add_argument("--bundle", required=True, help="a reconstruction bundle with configs/adapt.json (RVN, VarNet)")
     parser.add_argument("--kspace", required=True, help="fully sampled (coil, ky, kx) k-space file")
     parser.add_argument("--mask", default="random1d", choices=MASK_KINDS)
     parser.add_argument("--acceleration", type=float, default=4)
@@ -56,4 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from mribundles.errors import install_excepthook
+
+    install_excepthook()  # a refusal (a bundle with no adapt.json, a corrupt file) ends in one line
     main()

@@ -6,6 +6,9 @@ network sees what inference gives it), refuses what cannot be adapted on, runs z
 (`ssdu.adapt`) from the bundle's weights, and writes the adapted weights and a model-card
 addendum to ``<output_dir>/adapted/``. `adapt_and_reconstruct` is the same adaptation on one
 slice in memory, with the reconstructions before and after, for benchmarks.
+
+Only the unrolled bundles (RVN, VarNet) ship an adapt.json: a network that returns only a
+magnitude image (U-Net, ReconResNet) is refused (`models.kspace_model` says why).
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ class BundleAdaptation:
     ``run()`` reads and checks every scan (`acquired_items`), loads ``ckpt_path``, adapts
     (`ssdu.adapt` with ``settings``) and writes ``output_dir/model.pt`` (a state dict like the
     bundle's ``models/model.pt``) and ``output_dir/README.md`` (the model-card addendum), each
-    atomically. Bad input stops it before anything is written.
+    atomically. Bad input stops it before anything is written, and a network it cannot adapt
+    (`models.kspace_model`) before any scan is read.
 
     Args:
         bundle_root: the bundle's folder (its metadata names the bundle and version).
@@ -116,7 +120,7 @@ class BundleAdaptation:
         ckpt_path: the weights to start from.
         datalist, preprocessing, mask: as `acquired_items`.
         output_dir: where the adapted weights and addendum go.
-        network_input: the bundle's ``prepare_batch`` input key ("kspace" or "zero_filled").
+        network_input: the bundle's ``prepare_batch`` input key; only "kspace" is adapted.
         mask_settings: the drawn mask's acceleration, center_fraction and seed, for the addendum.
         inference_overrides: ids that inference.json needs to run the adapted weights (e.g.
             ``{"sampling": "cartesian"}``), for the addendum's command line.
@@ -137,11 +141,15 @@ class BundleAdaptation:
 
     def run(self) -> dict:
         """Adapt and write; returns {"weights": path, "sha256", "addendum": path, "result": AdaptationResult}."""
+        try:
+            model = kspace_model(self.network, self.network_input)
+        except InvalidInputError as error:  # name the bundle, as the command line reports it
+            raise InvalidInputError(error.problem, self.bundle_root) from None
         split = {k: self.settings[k] for k in ("loss_fraction", "holdout_fraction", "unit") if k in self.settings}
         items = acquired_items(self.datalist, self.preprocessing, self.mask, **split)
         device = next(self.network.parameters()).device
         load_weights(self.network, self.ckpt_path, device)
-        result = adapt(self.network, items, network_input=self.network_input, progress=self.progress, **self.settings)
+        result = adapt(model, items, progress=self.progress, **self.settings)
         weights = self.output_dir / ADAPTED_WEIGHTS
         with atomic_path(weights) as tmp:
             torch.save(self.network.state_dict(), tmp)
@@ -210,9 +218,10 @@ def adapt_and_reconstruct(bundle_dir: str | os.PathLike, kspace: torch.Tensor, m
 
     The bundle is opened with its adapt.json over its inference.json (`bundles.open_bundle`): the
     network and weights from the one, the adaptation settings from the other (``overrides``, e.g.
-    ``{"adapt_steps": 100}``, change any id they define; another id is refused). Only the
-    samples in `mask` are used; `reference` (if given) scores the result afterwards and never
-    enters the adaptation.
+    ``{"adapt_steps": 100}``, change any id they define; another id is refused). A bundle with
+    no adapt.json (U-Net, ReconResNet: magnitude networks, `models.kspace_model`) is refused.
+    Only the samples in `mask` are used; `reference` (if given) scores the result afterwards and
+    never enters the adaptation.
 
     Args:
         bundle_dir: a Cartesian reconstruction bundle with configs/adapt.json.

@@ -297,14 +297,16 @@ def adapt(
         seed: seeds the held-out sets, the splits and the order of the scans.
         frozen: names of the network's submodules whose weights stay as they are (e.g.
             ``["sens_net"]``, `trainable_parameters`).
-        network_input: "kspace" (network(kspace, mask)) or "zero_filled" (network(RSS image)),
-            for networks that return only a magnitude (`models.kspace_model`).
+        network_input: what the bundle feeds the network; only "kspace" (network(kspace, mask))
+            is adapted (`models.kspace_model`).
         progress: show a tqdm bar (only on a terminal, `report.progress_enabled`).
 
     Returns:
         AdaptationResult.
 
     Raises:
+        InvalidInputError: a network that returns only a magnitude image (no ``forward_kspace``),
+            or one fed anything but k-space (`models.kspace_model`).
         ValueError: a scan with too few samples outside its calibration centre to split.
     """
     from tqdm.auto import tqdm
