@@ -100,12 +100,14 @@ def _evaluate_recon_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mribundles.evaluation import evaluate_recon
+    from mribundles.handlers.run_report import require_output_folder
     from mribundles.report import quiet_progress
 
     start = time.perf_counter()
     output_dir = args.output_dir or ("eval" if args.track else None)
     figure = None
     if output_dir is not None:
+        require_output_folder(output_dir)  # before minutes of reconstruction, not after
         figure = Path(output_dir) / f"{Path(args.bundle).resolve().name}_{args.mask}_R{args.acceleration:g}.png"
     evaluate = partial(
         evaluate_recon,
@@ -181,10 +183,12 @@ def _budget_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mribundles.chains.budget import acceleration_budget, format_budget_table, plot_budget
+    from mribundles.handlers.run_report import require_output_folder
     from mribundles.io.atomic import atomic_path
     from mribundles.report import quiet_progress
 
     start = time.perf_counter()
+    require_output_folder(args.out)  # before the chain runs at every acceleration, not after
     with quiet_progress(args.quiet):  # the accelerations' bar and the reconstruction stage's
         result = acceleration_budget(args.chain, args.kspace, args.accelerations, args.mask, args.seed, args.device,
                                      args.recon_bundle, args.recon_weights, args.labels)
@@ -271,8 +275,10 @@ def _review_run(args: argparse.Namespace) -> int:
     from mribundles.sharing.package import open_package
     from mribundles.sharing.review import review_bundle, summary
 
-    # A zip is checked (entries, sizes, manifest) and reviewed from its entries: nothing is unpacked.
-    source = open_package(args.bundle) if Path(args.bundle).is_file() else args.bundle
+    # A folder is reviewed in place. Anything else is taken for a zip, checked (entries, sizes,
+    # manifest) and reviewed from its entries, nothing unpacked: so a path that does not exist is
+    # refused as not found, rather than as a folder without configs.
+    source = args.bundle if Path(args.bundle).is_dir() else open_package(args.bundle)
     findings = review_bundle(source)
     for finding in findings:
         print(finding)

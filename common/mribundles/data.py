@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mribundles.errors import InvalidInputError
 from mribundles.io.kspace import H5_SUFFIXES, kspace_shape
 from mribundles.io.twix import TWIX_SUFFIXES
 
@@ -16,12 +17,19 @@ _LISTED_SUFFIXES = {*H5_SUFFIXES, ".npy", ".cfl", *TWIX_SUFFIXES}
 def kspace_slices(files: str | os.PathLike | Sequence[str | os.PathLike], key: str = "kspace") -> list[dict]:
     """`[{key: file, "slice": i}, ...]` for every slice of every file; one dict for a 2D file.
 
-    A folder stands for the k-space files in it (sorted), so configs can name a dataset folder.
+    A folder stands for the k-space files in it (sorted), so configs can name a dataset folder;
+    one with none is refused rather than giving a run with nothing to do.
     """
     paths = [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
     expanded = []
     for path in paths:
-        expanded.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in _LISTED_SUFFIXES) if path.is_dir() else [path])
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        listed = sorted(p for p in path.iterdir() if p.suffix.lower() in _LISTED_SUFFIXES)
+        if not listed:
+            raise InvalidInputError(f"a folder with no k-space file ({', '.join(sorted(_LISTED_SUFFIXES))}) in it", path)
+        expanded.extend(listed)
     items = []
     for path in expanded:
         shape = kspace_shape(path)

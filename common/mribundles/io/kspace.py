@@ -21,7 +21,7 @@ from mribundles.io.atomic import atomic_path
 from mribundles.io.fastmri_h5 import open_h5, read_dataset, write_fastmri
 from mribundles.io.ismrmrd import is_ismrmrd_h5, ismrmrd_shape, read_ismrmrd
 from mribundles.io.twix import TWIX_SUFFIXES, read_twix, twix_shape
-from mribundles.io.validation import as_kspace_tensor, one_line, require_file, to_numpy
+from mribundles.io.validation import as_kspace_tensor, one_line, require_file, require_kspace_dims, to_numpy
 
 H5_SUFFIXES = (".h5", ".hdf5")
 CFL_SUFFIXES = (".cfl", ".hdr")
@@ -93,7 +93,8 @@ def load_kspace(path: str | os.PathLike, key: str = "kspace", slice_index: int |
 
 
 def kspace_shape(path: str | os.PathLike, key: str = "kspace") -> tuple[int, ...]:
-    """The shape of the k-space in a file, read from its header without loading the data."""
+    """The shape of the k-space in a file, read from its header without loading the data:
+    (coil, ky, kx) or (slice, coil, ky, kx), else InvalidInputError."""
     path = Path(path)
     kind = _format(path)
     if kind == "ismrmrd":
@@ -102,10 +103,10 @@ def kspace_shape(path: str | os.PathLike, key: str = "kspace") -> tuple[int, ...
         return twix_shape(path)
     if kind == "h5":
         with open_h5(path) as hf:
-            return tuple(_h5_dataset(hf, key).shape)
+            return require_kspace_dims(tuple(_h5_dataset(hf, key).shape), path)
     if kind == "npy":
-        return tuple(_load_npy(path, mmap=True).shape)
-    return tuple(from_bart(cfl.read_cfl(path), path).shape)
+        return require_kspace_dims(tuple(_load_npy(path, mmap=True).shape), path)
+    return require_kspace_dims(tuple(from_bart(cfl.read_cfl(path), path).shape), path)
 
 
 def stated_affine(path: str | os.PathLike) -> np.ndarray | None:

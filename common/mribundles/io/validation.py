@@ -42,6 +42,18 @@ def require_finite(array: np.ndarray, path: str | os.PathLike | None, what: str)
         raise InvalidInputError(f"{what} contains NaN or Inf values", path)
 
 
+def require_kspace_dims(shape: tuple[int, ...], path: str | os.PathLike | None = None) -> tuple[int, ...]:
+    """``shape`` if it is one slice (coil, ky, kx) or a volume (slice, coil, ky, kx); otherwise
+    InvalidInputError. Shared by the readers and `io.kspace.kspace_shape`, so a file that only
+    its header was read from is refused for the same reason as one that was loaded."""
+    if len(shape) not in (3, 4):
+        raise InvalidInputError(
+            f"k-space has {len(shape)} dimensions {shape}; expected 3 (coil, ky, kx) or 4 (slice, coil, ky, kx)",
+            path,
+        )
+    return shape
+
+
 def as_kspace_tensor(array: np.ndarray, path: str | os.PathLike | None) -> torch.Tensor:
     """Validate multi-coil k-space and return it as a new complex64 tensor.
 
@@ -56,12 +68,7 @@ def as_kspace_tensor(array: np.ndarray, path: str | os.PathLike | None) -> torch
         raise InvalidInputError(
             f"k-space is real-valued (dtype {array.dtype}); expected a complex array", path
         )
-    if array.ndim not in (3, 4):
-        raise InvalidInputError(
-            f"k-space has {array.ndim} dimensions {tuple(array.shape)}; expected 3 "
-            "(coil, ky, kx) or 4 (slice, coil, ky, kx)",
-            path,
-        )
+    require_kspace_dims(tuple(array.shape), path)
     if array.size == 0:
         raise InvalidInputError(f"k-space is empty (shape {tuple(array.shape)})", path)
     require_finite(array, path, "k-space")
