@@ -26,7 +26,7 @@ from mribundles.adaptation import (
     ssdu_loss,
     ssdu_split,
 )
-from mribundles.bundles import file_sha256
+from mribundles.bundles import file_sha256, read_metadata
 from mribundles.errors import InvalidInputError
 from mribundles.metrics import head_mask, masked_psnr, psnr
 from mribundles.networks import ImageUnet, RecurrentVarNet, VarNet
@@ -239,7 +239,8 @@ def test_rvn_adapts_through_the_overlay_and_inference_runs_the_adapted_weights(t
     assert report["weights"] == weights and weights.is_file() and addendum.is_file()
     text = addendum.read_text()
     assert file_sha256(weights) == report["sha256"] and f"`{report['sha256']}`" in text
-    assert "brain_mri_recon_rvn 0.1.0" in text and str(scan) in text
+    version = read_metadata(RVN)["version"]
+    assert f"brain_mri_recon_rvn {version}" in text and str(scan) in text
     before, after = map(float, re.search(r"loss \(normalised l1 \+ l2\): ([\d.]+) before, ([\d.]+) after", text).groups())
     result = report["result"]
     assert after == pytest.approx(result.best_loss, abs=1e-4) and after <= before
