@@ -212,9 +212,10 @@ def test_run_lineage_replaces_only_a_store_that_cannot_be_opened(tmp_path, monke
 
 
 def test_a_store_that_cannot_be_opened_is_refused_in_one_line_where_no_run_lineage_came_first(tmp_path, monkeypatch):
-    """`tracking_uri` writes nothing. In a training config MONAI builds the validator's handler
-    (through ValidationHandler) before the trainer's RunLineage, so no fallback can step in
-    there; the store is refused before any work, saying what to do, not with MONAI's traceback."""
+    """`tracking_uri` writes nothing. It is what a config reaches when no RunLineage has made its
+    fallback first (every train.json now builds RunLineage before the ValidationHandler, whose
+    MLflow handler opens the store): the store is refused before any work, saying what to do,
+    not with MONAI's traceback."""
     for case in BROKEN:
         configured = UNUSABLE[case](tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", configured)
