@@ -3,6 +3,7 @@ and a real MLflow server on loopback."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -22,6 +23,13 @@ def random_kspace(*shape: int, seed: int = 0) -> np.ndarray:
     """Random complex64 k-space of ``shape``."""
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def file_tree(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root``: relative path -> sha256 of its bytes ('dir' for
+    folders). Two equal trees mean nothing was changed, added or removed."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))}
 
 
 @contextmanager

@@ -28,7 +28,6 @@ Cases already covered elsewhere belong to the catalogue but are not repeated her
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import random_kspace
+from helpers import file_tree, random_kspace
 from mribundles.errors import InvalidInputError
 from mribundles.io import (
     kspace_shape,
@@ -54,25 +53,17 @@ from mribundles.synth import load_label_map
 from mribundles.transforms import LoadVolumed
 
 
-def _tree(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root``: relative path -> sha256 of its bytes ('dir' for folders)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        out[str(p.relative_to(root))] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
 def _assert_refused(call: Callable[[], object], root: Path, named: Path, *words: str) -> str:
     """``call()`` raises InvalidInputError: one line, naming ``named`` and one of ``words``; the
     files under ``root`` are unchanged and nothing was added. Returns the message."""
-    before = _tree(root)
+    before = file_tree(root)
     with pytest.raises(InvalidInputError) as raised:
         call()
     message = str(raised.value)
     assert "\n" not in message, message
     assert named.name in message, message
     assert any(w.lower() in message.lower() for w in words), message
-    assert _tree(root) == before
+    assert file_tree(root) == before
     return message
 
 

@@ -44,8 +44,7 @@ import numpy as np
 import pytest
 
 from bundle_checks import REPO
-from helpers import random_kspace
-from test_bad_input_catalogue import _tree
+from helpers import file_tree, random_kspace
 
 UNET = REPO / "bundles" / "brain_mri_recon_unet"  # the fastest reconstruction bundle; ships no adapt.json
 RVN = REPO / "bundles" / "brain_mri_recon_rvn"
@@ -202,10 +201,10 @@ def test_bad_input_on_the_command_line_is_one_line_and_writes_nothing(tmp_path, 
     np.save(tmp_path / GOOD, random_kspace(*SHAPE))
     np.save(tmp_path / GOOD_SLICE, random_kspace(*SHAPE[1:]))  # (coil, ky, kx): the adaptation takes one slice
     given = build(tmp_path / name)
-    before = _tree(tmp_path)
+    before = file_tree(tmp_path)
     result = _run(command(given, tmp_path), cwd=tmp_path)
     _assert_one_line_refusal(result, given, words)
-    assert _tree(tmp_path) == before
+    assert file_tree(tmp_path) == before
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder: the refusal cannot be exercised")
@@ -214,11 +213,11 @@ def test_a_read_only_output_folder_is_refused_before_any_work(tmp_path):
     readonly.mkdir()
     readonly.chmod(0o555)
     try:
-        before = _tree(tmp_path)
+        before = file_tree(tmp_path)
         # no --kspace_file: the shipped sample, which the run must not reach
         result = _run(["-m", "monai.bundle", "run", "--config_file", RVN / "configs" / "inference.json",
                        "--output_dir", readonly], cwd=tmp_path)
         _assert_one_line_refusal(result, readonly, ("the output folder is not writable",))
-        assert _tree(tmp_path) == before
+        assert file_tree(tmp_path) == before
     finally:
         readonly.chmod(0o755)
