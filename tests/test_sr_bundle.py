@@ -102,12 +102,27 @@ def test_lr_file_in_another_orientation_comes_back_on_its_own_refined_grid(tmp_p
     assert psnr(block, torch.from_numpy(ras)) > psnr(block, interpolate(torch.from_numpy(lr), (4, 4, 1), "linear"))
 
 
-def test_train_one_epoch_then_evaluate(tiny_volumes, tmp_path):
-    override = {"train_files": [{"image": tiny_volumes["train"]}], "val_files": [{"image": tiny_volumes["val"]}],
-                "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"), "max_epochs": 1,
-                "iterations_per_epoch": 2, "val_interval": 1, "patch_size": [16, 16, 16], "patches_per_volume": 2,
-                "factors": [2, 4], "target_spacing": 2.0, "val_factor": 2, "device": "$torch.device('cpu')"}
-    check_one_epoch_trains(BUNDLE, override).finalize()
+def tiny_training(volumes: dict[str, str], synth_root, tmp_path) -> dict:
+    """One epoch of two iterations on 16^3 patches at 2 mm, validated once, written under
+    ``tmp_path``; the synthetic share draws two heads at 2 mm from the shipped label map, one
+    cached at a time (replaced at the epoch's end)."""
+    return {"train_files": [{"image": volumes["train"]}], "val_files": [{"image": volumes["val"]}],
+            "synth_data_root": str(synth_root), "synthetic_heads": 2, "synth_cache": 1, "synth_replace_rate": 1.0,
+            "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"), "max_epochs": 1,
+            "iterations_per_epoch": 2, "val_interval": 1, "patch_size": [16, 16, 16], "patches_per_volume": 2,
+            "factors": [2, 4], "target_spacing": 2.0, "val_factor": 2, "device": "$torch.device('cpu')"}
+
+
+def test_train_one_epoch_then_evaluate(tiny_volumes, tiny_synth_root, tmp_path):
+    override = tiny_training(tiny_volumes, tiny_synth_root, tmp_path)
+    train = check_one_epoch_trains(BUNDLE, override)
+    synthetic = train.parser.get_parsed_content("train#synth_dataset")
+    # a draw is a patch of the one cached synthesised head or of one of the real volume's pairs
+    assert len(train.parser.get_parsed_content("train#dataset")) == 1 + len(train.parser.get_parsed_content("train_pairs"))
+    patches = synthetic[0]
+    assert len(patches) == 2 and "synthesised head" in patches[0]["image"].meta["filename_or_obj"]
+    assert patches[0]["image"].shape == patches[0]["label"].shape == (1, 16, 16, 16)
+    train.finalize()
 
     evaluate = workflow(BUNDLE, ["train.json", "evaluate.json"], "eval", **override)
     assert evaluate.check_properties() == []

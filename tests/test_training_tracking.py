@@ -26,7 +26,7 @@ from mribundles.tracking import sqlite_uri
 from mribundles.tracking.lineage import weights_params
 from test_seg_bundle import BUNDLE as SEG_BUNDLE
 from test_seg_bundle import tiny_seg_dataset  # noqa: F401 (a fixture, used by name)
-from test_sr_bundle import BUNDLE, tiny_volumes  # noqa: F401 (a fixture, used by name)
+from test_sr_bundle import BUNDLE, tiny_training, tiny_volumes  # noqa: F401 (a fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,14 +35,6 @@ TRAINED_WITH_VALIDATION = sorted(p.parent.parent.name for p in (REPO / "bundles"
 EVALUATED = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/evaluate.json"))
 STARTED_FROM_WEIGHTS = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/train.json")
                               if '"init_weights"' in p.read_text())
-
-
-def _override(volumes: dict[str, str], tmp_path) -> dict:
-    """One epoch of two iterations on 16^3 patches at 2 mm, validated once, written under ``tmp_path``."""
-    return {"train_files": [{"image": volumes["train"]}], "val_files": [{"image": volumes["val"]}],
-            "output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models"), "max_epochs": 1,
-            "iterations_per_epoch": 2, "val_interval": 1, "patch_size": [16, 16, 16], "patches_per_volume": 2,
-            "factors": [2, 4], "target_spacing": 2.0, "val_factor": 2, "device": "$torch.device('cpu')"}
 
 
 def _only_run(uri: str, bundle=BUNDLE):
@@ -154,14 +146,14 @@ def test_weights_params_name_the_file_and_its_sha256_and_nothing_for_none(tmp_pa
     assert weights_params(None, "init_weights") == {}
 
 
-def test_training_with_a_store_that_cannot_be_opened_warns_once_and_tracks_locally(tiny_volumes, tmp_path, monkeypatch, capsys):
+def test_training_with_a_store_that_cannot_be_opened_warns_once_and_tracks_locally(tiny_volumes, tiny_synth_root, tmp_path, monkeypatch, capsys):
     """The documented fallback, in training: a SQLite path under a file is reported once, the run
     trains, validates and saves, and is tracked (trainer and validator alike) in the local store."""
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
     configured = f"sqlite:///{blocker}/mlruns.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", configured)
-    override = _override(tiny_volumes, tmp_path)
+    override = tiny_training(tiny_volumes, tiny_synth_root, tmp_path)
     local = sqlite_uri(tmp_path / "eval" / "mlruns.db")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -179,13 +171,13 @@ def test_training_with_a_store_that_cannot_be_opened_warns_once_and_tracks_local
     assert f"MLflow: run {run.info.run_id} tracked locally in {local}" in capsys.readouterr().out
 
 
-def test_evaluation_is_tracked_as_one_run_of_the_evaluator(tiny_volumes, tmp_path, monkeypatch):
+def test_evaluation_is_tracked_as_one_run_of_the_evaluator(tiny_volumes, tiny_synth_root, tmp_path, monkeypatch):
     """train.json + evaluate.json with ``--tracking mlflow`` into a SQLite store named by
     MLFLOW_TRACKING_URI: the shipped weights evaluated, one finished run with their lineage,
     the per-case metrics and the tables the evaluation wrote."""
     store = sqlite_uri(tmp_path / "store" / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    override = {k: v for k, v in _override(tiny_volumes, tmp_path).items() if k != "ckpt_dir"}  # the shipped weights
+    override = {k: v for k, v in tiny_training(tiny_volumes, tiny_synth_root, tmp_path).items() if k != "ckpt_dir"}  # the shipped weights
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         evaluate = workflow(BUNDLE, ["train.json", "evaluate.json"], "eval", tracking="mlflow", **override)
@@ -206,13 +198,13 @@ def test_evaluation_is_tracked_as_one_run_of_the_evaluator(tiny_volumes, tmp_pat
     assert (tmp_path / "eval" / "metrics.csv").is_file()
 
 
-def test_evaluation_with_another_ckpt_dir_names_the_weights_it_loaded(tiny_volumes, tmp_path, monkeypatch):
+def test_evaluation_with_another_ckpt_dir_names_the_weights_it_loaded(tiny_volumes, tiny_synth_root, tmp_path, monkeypatch):
     """``--ckpt_dir other/``: the run records other/model.pt and its sha256, not the bundle's
     models/model.pt, and the metrics are those of the weights it names."""
     store = sqlite_uri(tmp_path / "store" / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     other = _other_weights(BUNDLE, tmp_path / "other" / "model.pt")
-    override = {**_override(tiny_volumes, tmp_path), "ckpt_dir": str(other.parent)}
+    override = {**tiny_training(tiny_volumes, tiny_synth_root, tmp_path), "ckpt_dir": str(other.parent)}
     evaluate = workflow(BUNDLE, ["train.json", "evaluate.json"], "eval", tracking="mlflow", **override)
     evaluate.run()
     evaluate.finalize()

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from mribundles.registration import affine_align, random_diffeomorphism
 from mribundles.synth.labels import CONTRASTS, skull_strip, tissue_labels
-from mribundles.synth.segmentation import CONTRAST_MIX, SyntheticSegmentationDataset, _Head, simulate_scan
+from mribundles.synth.segmentation import CONTRAST_MIX, LabelHead, SyntheticSegmentationDataset, simulate_scan
 from mribundles.synth.spatial import random_matrix, sample, uniform, warp_grid
 
 __all__ = ["SyntheticPairDataset"]
@@ -51,13 +51,13 @@ class _Placement:
     high: torch.Tensor
 
 
-def _brain_points(head: _Head) -> torch.Tensor:
+def _brain_points(head: LabelHead) -> torch.Tensor:
     """(N, 3) mm positions, about the label array's centre, of the head's sampled brain voxels."""
     shape = torch.tensor(head.labels.shape, dtype=torch.float32)
     return (head.brain_voxels.float() - (shape - 1) / 2) * torch.tensor(head.spacing)
 
 
-def _render_brain(head: _Head, centre: torch.Tensor) -> torch.Tensor:
+def _render_brain(head: LabelHead, centre: torch.Tensor) -> torch.Tensor:
     """(1, 1, *_ALIGN_SHAPE) skull-stripped T1-like image of the head's brain about ``centre``
     (mm): CSF, grey and white matter at the T1 preset's class means, everything else zero, which
     is what the affine step sees at inference."""

@@ -29,7 +29,7 @@ from mribundles.synth.dataset import SEED_STRIDE
 from mribundles.synth.labels import CONTRASTS, load_label_map, skull_strip, synthesize_image, tissue_labels
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, uniform, warp_grid
 
-__all__ = ["CONTRAST_MIX", "SyntheticSegmentationDataset", "degrade_resolution", "simulate_scan"]
+__all__ = ["CONTRAST_MIX", "LabelHead", "SyntheticSegmentationDataset", "degrade_resolution", "simulate_scan"]
 
 # Contrasts drawn per example (uniformly from this list, so repeats weigh): T1-like most often
 # (the bundle's main input), the rest split between the other presets and fully random
@@ -85,7 +85,7 @@ def simulate_scan(
     return image
 
 
-class _Head:
+class LabelHead:
     """One label map: int16 labels in RAS, cropped to the head, and where its brain is."""
 
     def __init__(self, path: Path):
@@ -158,7 +158,7 @@ class SyntheticSegmentationDataset(Dataset):
         if not keep:
             raise InvalidInputError("no label maps to draw from (check include/exclude)", folder or "label_maps")
         self.paths = keep
-        self.heads: list[_Head | None] = [None] * len(keep)
+        self.heads: list[LabelHead | None] = [None] * len(keep)
         self.length, self.patch_size, self.seed, self.fresh = int(length), tuple(int(p) for p in patch_size), int(seed), fresh
         self.skull_strip_prob, self.thick_slice_prob = skull_strip_prob, thick_slice_prob
         self.max_slice_mm, self.max_noise = max_slice_mm, max_noise
@@ -172,9 +172,9 @@ class SyntheticSegmentationDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _head(self, index: int) -> _Head:
+    def _head(self, index: int) -> LabelHead:
         if self.heads[index] is None:
-            self.heads[index] = _Head(self.paths[index])
+            self.heads[index] = LabelHead(self.paths[index])
         return self.heads[index]
 
     def _generator(self, index: int) -> torch.Generator:

@@ -20,8 +20,9 @@ from mribundles.transforms.superres import (
     SimulateLowResd,
     ToHighResGridd,
     degradation_list,
+    synthetic_degradation_list,
 )
-from mribundles.transforms.volume import LoadVolumed, ZeroBackgroundd, is_foreground
+from mribundles.transforms.volume import LoadVolumed, SynthesizeHeadd, ZeroBackgroundd, is_foreground
 
 __all__ = [
     "GridRadiald",
@@ -43,10 +44,12 @@ __all__ = [
     "RSSImaged",
     "ScaleIntensityByPercentiled",
     "SimulateLowResd",
+    "SynthesizeHeadd",
     "ToHighResGridd",
     "UndersampleKspaced",
     "ZeroBackgroundd",
     "ZeroFilld",
     "degradation_list",
+    "synthetic_degradation_list",
     "is_foreground",
 ]

@@ -13,7 +13,9 @@ over, so ``Invertd`` can map the result back to the input's orientation.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ __all__ = [
     "degradation_list",
     "simulate_lowres",
     "slice_axis_of",
+    "synthetic_degradation_list",
 ]
 
 DEGRADATIONS = ("kspace", "slices", "none")
@@ -97,6 +100,30 @@ def degradation_list(
         for d in degradations
         for k in factors
         for a in slice_axes
+    ]
+
+
+def synthetic_degradation_list(
+    label_maps: str | os.PathLike,
+    count: int,
+    degradations: Sequence[str] = ("kspace", "slices"),
+    factors: Sequence[int] = (4,),
+    slice_axes: Sequence[int] = (0, 1, 2),
+    seed: int = 0,
+) -> list[dict]:
+    """A datalist of ``count`` synthetic heads for ``SynthesizeHeadd`` then
+    ``SimulateLowResd(from_data=True)``: entry ``i`` is ``{"image": label map, "seed": seed *
+    count + i, "degradation": ..., "factor": ..., "slice_axis": ...}``, cycling through the label
+    maps in ``label_maps`` (a folder of ``*.nii*``, as ``labels/synthseg/``) and through every
+    degradation, factor and slice axis, so each is drawn equally often."""
+    folder = Path(label_maps)
+    maps = sorted(folder.glob("*.nii*"))
+    if not maps:
+        raise InvalidInputError("no label maps (*.nii, *.nii.gz) in this folder", folder)
+    settings = [(d, int(k), int(a)) for d in degradations for k in factors for a in slice_axes]
+    return [
+        {"image": str(maps[i % len(maps)]), "seed": int(seed) * int(count) + i, "degradation": d, "factor": k, "slice_axis": a}
+        for i, (d, k, a) in ((i, settings[i % len(settings)]) for i in range(int(count)))
     ]
 
 

@@ -4,12 +4,14 @@
 corrupt or NaN file is an InvalidInputError naming it, and refuses what a 3D network cannot
 take: a 2D image, a 4D series, an empty label map. The result is a channel-first `MetaTensor`
 carrying the affine, which MONAI's spatial transforms (Orientationd, Spacingd) and their
-inverses use to keep every output on the input's grid.
+inverses use to keep every output on the input's grid. `SynthesizeHeadd` stands in for it where a
+training draws whole heads synthesised from label maps (`synth.heads`) instead of real scans.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from monai.config import KeysCollection
@@ -18,8 +20,10 @@ from monai.transforms import MapTransform
 
 from mribundles.errors import InvalidInputError
 from mribundles.io.images import read_image
+from mribundles.synth.heads import synthesize_head
+from mribundles.synth.segmentation import LabelHead
 
-__all__ = ["LoadVolumed", "ZeroBackgroundd"]
+__all__ = ["LoadVolumed", "SynthesizeHeadd", "ZeroBackgroundd"]
 
 
 class LoadVolumed(MapTransform):
@@ -46,6 +50,42 @@ class LoadVolumed(MapTransform):
             if key in self.label_keys:
                 _check_labels(image, path)
             d[key] = MetaTensor(image.unsqueeze(0), affine=torch.as_tensor(affine), meta={"filename_or_obj": path})
+        return d
+
+
+class SynthesizeHeadd(MapTransform):
+    """Replace each key's label-map path by a synthetic whole head imaged from it: a (1, x, y, z)
+    float32 MetaTensor in [0, 1], RAS axes, isotropic voxels (`synth.heads.synthesize_head`).
+
+    The head is drawn with the seed in the data's ``seed_key`` entry, so a datalist of (map,
+    seed) pairs is deterministic and a ``CacheDataset``/``SmartCacheDataset`` caches it like a
+    loaded scan. Each label map is read once.
+
+    Args:
+        keys: keys holding label-map paths (``labels/synthseg/training_seg_*.nii.gz``).
+        seed_key: the data entry holding the head's seed.
+        spacing: voxel size in mm (the bundle's high-resolution spacing).
+        contrasts, skull_strip_prob: as `synthesize_head`.
+    """
+
+    def __init__(self, keys: KeysCollection, seed_key: str = "seed", spacing: float = 1.0, contrasts: Sequence[str] = ("t1",),
+                 skull_strip_prob: float = 0.5, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.seed_key, self.spacing = seed_key, float(spacing)
+        self.contrasts, self.skull_strip_prob = tuple(contrasts), float(skull_strip_prob)
+        self.heads: dict[str, LabelHead] = {}
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = str(d[key])
+            if path not in self.heads:
+                self.heads[path] = LabelHead(Path(path))
+            seed = int(d[self.seed_key])
+            image = synthesize_head(self.heads[path], seed, self.spacing, self.contrasts, self.skull_strip_prob)
+            affine = torch.diag(torch.tensor([self.spacing, self.spacing, self.spacing, 1.0], dtype=torch.float64))
+            name = f"{path} (synthesised head, seed {seed})"
+            d[key] = MetaTensor(image[None], affine=affine, meta={"filename_or_obj": name})
         return d
 
 
