@@ -187,7 +187,7 @@ def _tiny_item() -> dict:
 
 def test_adapt_lowers_the_held_out_loss_and_never_returns_worse_weights():
     net = _tiny_rvn()
-    result = adapt(net, [_tiny_item()], steps=6, lr=3e-3, val_every=2, patience=10, progress=False)
+    result = adapt(net, [_tiny_item()], steps=6, lr=3e-3, val_every=2, patience=10, min_improvement=0.0, progress=False)
     assert result.history[0] == (0, result.start_loss) and len(result.history) == 4
     assert result.best_loss == min(loss for _, loss in result.history) < result.start_loss
     assert result.best_step > 0 and not net.training
@@ -201,10 +201,28 @@ def test_adapt_lowers_the_held_out_loss_and_never_returns_worse_weights():
     assert all(torch.equal(start[k], v) for k, v in net.state_dict().items())
 
 
+def test_a_fall_of_the_held_out_loss_below_the_margin_keeps_the_starting_weights():
+    """The same run twice: kept with no margin; with a margin just above the fall it reached,
+    the starting weights come back and the history still shows the fall."""
+    free = adapt(_tiny_rvn(), [_tiny_item()], steps=6, lr=3e-3, val_every=2, patience=10, min_improvement=0.0, progress=False)
+    fall = 1 - free.best_loss / free.start_loss
+    assert free.best_step > 0 and 0 < fall < 0.98
+
+    net = _tiny_rvn()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    kept = adapt(net, [_tiny_item()], steps=6, lr=3e-3, val_every=2, patience=10, min_improvement=fall + 0.01, progress=False)
+    assert kept.best_step == 0 and kept.best_loss == kept.start_loss == pytest.approx(free.start_loss)
+    assert min(loss for _, loss in kept.history) == pytest.approx(free.best_loss, rel=1e-4)
+    assert all(torch.equal(start[k], v) for k, v in net.state_dict().items()) and not net.training
+    with pytest.raises(ValueError, match=r"min_improvement must be in \[0, 1\), got 1.0"):
+        adapt(_tiny_rvn(), [_tiny_item()], steps=1, min_improvement=1.0, progress=False)
+
+
 def test_frozen_submodules_keep_their_weights_and_the_rest_adapts():
     net = _tiny_rvn()
     start = {k: v.clone() for k, v in net.state_dict().items()}
-    result = adapt(net, [_tiny_item()], steps=4, lr=3e-3, val_every=2, patience=10, frozen=["sens_net"], progress=False)
+    result = adapt(net, [_tiny_item()], steps=4, lr=3e-3, val_every=2, patience=10, frozen=["sens_net"], min_improvement=0.0,
+                   progress=False)
     assert result.best_step > 0
     changed = {k for k, v in net.state_dict().items() if not torch.equal(start[k], v)}
     assert changed and not any(k.startswith("sens_net.") for k in changed)

@@ -175,6 +175,10 @@ def model_card_addendum(bundle_root: Path, ckpt_path: Path, items: Sequence[dict
     setting_rows = [f"| {key} | {value} |" for key, value in sorted(settings.items())]
     extra = "".join(f" --{key} {value}" for key, value in (inference_overrides or {}).items())
     stop = "early stop (held-out loss no longer improving)" if result.stopped_early else "step limit"
+    lowest_step, lowest = min(result.history, key=lambda h: h[1])
+    if result.best_step == 0 and lowest < result.start_loss:  # a fall under min_improvement
+        stop += (f"; its lowest held-out loss, {lowest:.4f} at step {lowest_step}, fell by less than "
+                 "min_improvement requires, so these are the starting weights")
     return "\n".join([
         f"# Adapted weights: {name} {version}",
         "",
