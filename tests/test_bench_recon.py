@@ -1,4 +1,5 @@
-"""The reconstruction benchmark's settings and the targets it checks (no model is run)."""
+"""The reconstruction benchmark's settings and the targets it checks (no model is run but the one
+adaptation that is refused before it starts)."""
 
 import argparse
 import importlib.util
@@ -109,3 +110,21 @@ def test_real_data_checks_score_inside_the_head_against_the_oracle():
     # Simulated settings have no real-data targets; the oracle is no bundle in the general checks.
     lines = bench_recon.target_checks([(run, methods)])
     assert not any("oracle lambda" in line.split("(")[1] for line in lines if line.startswith(("met: beats", "NOT met: beats")))
+
+
+def test_an_adaptation_that_cannot_split_the_mask_is_a_refusal_line_not_a_crash(tmp_path):
+    """A 1D 8x mask of a 32x32 scan is all calibration centre, with no line to hold out:
+    the bundle gets no adapted row, and one line says which bundle, setting and why."""
+    import numpy as np
+
+    from recon_bench.scoring import adapted_rows
+
+    kspace = fft2c(torch.randn(4, 32, 32, dtype=torch.complex64))
+    file = tmp_path / "tiny.npy"
+    np.save(file, kspace.numpy())
+    setting = {"data": "tiny", "sampling": "1D random 8x", "bundles": ["brain_mri_recon_rvn"],
+               "kwargs": {"mask": "random1d", "acceleration": 8}}
+    methods, images, refused = adapted_rows(setting, file, torch.ones(1, 32, 32), seed=0)
+    assert methods == {} and images == {}
+    assert refused == ["adaptation refused (brain_mri_recon_rvn, tiny, 1D random 8x): too few sampled lines outside the "
+                       "calibration centre to split (0; a split of 10% needs at least 2)"]

@@ -50,9 +50,10 @@ def quality(args: argparse.Namespace) -> int:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(header), flush=True)
-    rows, figures, results = [], [], []
+    rows, figures, results, refused = [], [], [], []
     for run in runs:
-        methods, panels = run_setting(run, args)
+        methods, panels, refusals = run_setting(run, args)
+        refused += refusals
         results.append((run, methods))
         slug = f"{run['data']}_{run['sampling'].lower().replace(' ', '_')}"
         figures.append(args.out / f"{slug}.png")
@@ -62,7 +63,7 @@ def quality(args: argparse.Namespace) -> int:
             rows.append({"data": run["data"], "sampling": run["sampling"], "method": method,
                          **{k: v for k, v in m.items() if k not in ("per_slice", "oracle_psnr")}})
             print(table_row(rows[-1]), flush=True)
-    checks = target_checks(results)
+    checks = target_checks(results) + refused
     report = header + [table_row(r) for r in rows] + ["", "## Targets", "", *(f"- {line}" for line in checks), "",
                                "Figures: " + ", ".join(f"`{f.name}`" for f in figures), ""]
     with atomic_path(args.out / "bench_recon.md") as tmp:
