@@ -5,8 +5,8 @@ acquisition acts on the whole field of view (k-space truncation is a convolution
 it), so its synthetic examples are whole heads that then go through the same degradation as a
 real volume. A head is one of the 20 real label maps, deformed (random affine map and smooth
 displacement, as in `synth.segmentation`), optionally skull-stripped, and imaged with a random
-contrast (`synth.labels.synthesize_image`, Billot et al. 2023), on an isotropic grid (1 mm by default) with a margin of
-background around it. The same (map, seed) always gives the same head.
+contrast (`synth.labels.synthesize_image`, Billot et al. 2023), on an isotropic grid (1 mm by
+default) with a margin of air around it. The same (map, seed) always gives the same head.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mribundles.synth.labels import CONTRASTS, skull_strip, synthesize_image
+from mribundles.synth.labels import require_contrasts, skull_strip, synthesize_image
 from mribundles.synth.segmentation import LabelHead
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, uniform, warp_grid
 
@@ -47,9 +47,7 @@ def synthesize_head(
             opposite edge).
         max_rotation_deg, max_displacement_mm: the deformation's range (scale 0.9 to 1.1 per axis).
     """
-    unknown = sorted(set(contrasts) - {"random", *CONTRASTS})
-    if not contrasts or unknown:
-        raise ValueError(f"contrasts must be a non-empty list of random, {', '.join(CONTRASTS)}; got {list(contrasts)}")
+    contrasts = require_contrasts(contrasts)
     generator = torch.Generator().manual_seed(int(seed))
     matrix = random_matrix(3, generator, max_rotation_deg=max_rotation_deg, scale_range=(0.9, 1.1), max_shear=0.03, flip=False)
     if uniform(generator, 0, 1) < 0.5:  # left-right mirror: the only flip a RAS-oriented scan shows

@@ -15,6 +15,7 @@ float32 of the same shape. Everything is torch, on the label map's device, drawn
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "FREESURFER_TISSUE",
     "TISSUE_NAMES",
     "load_label_map",
+    "require_contrasts",
     "skull_strip",
     "sulcal_csf",
     "synthesize_image",
@@ -139,6 +141,15 @@ def sulcal_csf(tissue: torch.Tensor, radius: int = 3) -> torch.Tensor:
     outside_is_empty = torch.nn.functional.pad(dilated, [radius] * 6)
     closed = -torch.nn.functional.max_pool3d(-outside_is_empty, size, stride=1)
     return torch.where((closed[0, 0] > 0) & (tissue == 0), torch.ones_like(tissue), tissue)
+
+
+def require_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
+    """``contrasts`` as a tuple, or a ValueError when it is empty or names an unknown contrast
+    (one of "random" and `CONTRASTS`' presets, repeated to weigh it)."""
+    unknown = sorted(set(contrasts) - {"random", *CONTRASTS})
+    if not contrasts or unknown:
+        raise ValueError(f"contrasts must be a non-empty list of random, {', '.join(CONTRASTS)}; got {list(contrasts)}")
+    return tuple(contrasts)
 
 
 def _label_means(values: torch.Tensor, contrast: str, generator: torch.Generator) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from mribundles.errors import InvalidInputError
 from mribundles.synth.dataset import SEED_STRIDE
-from mribundles.synth.labels import CONTRASTS, load_label_map, skull_strip, synthesize_image, tissue_labels
+from mribundles.synth.labels import load_label_map, require_contrasts, skull_strip, synthesize_image, tissue_labels
 from mribundles.synth.spatial import random_matrix, sample, smooth_displacement, uniform, warp_grid
 
 __all__ = ["CONTRAST_MIX", "LabelHead", "SyntheticSegmentationDataset", "degrade_resolution", "simulate_scan"]
@@ -162,10 +162,7 @@ class SyntheticSegmentationDataset(Dataset):
         self.length, self.patch_size, self.seed, self.fresh = int(length), tuple(int(p) for p in patch_size), int(seed), fresh
         self.skull_strip_prob, self.thick_slice_prob = skull_strip_prob, thick_slice_prob
         self.max_slice_mm, self.max_noise = max_slice_mm, max_noise
-        unknown = sorted(set(contrasts) - {"random", *CONTRASTS})
-        if not contrasts or unknown:
-            raise ValueError(f"contrasts must be a non-empty list of random, {', '.join(CONTRASTS)}; got {list(contrasts)}")
-        self.contrasts = tuple(contrasts)
+        self.contrasts = require_contrasts(contrasts)
         self.transform = transform
         self.draws: dict[int, int] = {}
 
