@@ -194,6 +194,6 @@ def test_a_stage_bundle_that_does_not_fit_is_refused_before_any_work(tmp_path):
     (sr / "configs" / "metadata.json").write_text(json.dumps(meta))
     cpu = torch.device("cpu")
     out = tmp_path / "out"
-    with pytest.raises(InvalidInputError, match=r"stage bundles do not fit \(brain_mri_recon_unet 0.1.1 -> brain_mri_sr 0.1.0\): super-resolution is not a 3D bundle$"):
+    with pytest.raises(InvalidInputError, match=r"stage bundles do not fit \(brain_mri_recon_unet 0.1.1 -> brain_mri_sr 0.2.0\): super-resolution is not a 3D bundle$"):
         PipelineChain(ReconStage(RECON, cpu), SuperResStage(sr, cpu), None, None, str(out))
     assert not out.exists()
