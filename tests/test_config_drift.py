@@ -37,8 +37,10 @@ IDENTICAL = {
 SAME_BUT = [
     # the two engine-trained reconstruction bundles: same data, masks, loss and schedule
     ("brain_mri_recon_varnet", "brain_mri_recon_rvn", "train.json", {"bundle_root#name", "network_def", "experiment_name"}),
-    # the slab fine-tune has no validation, so no validation handlers to keep off ranks > 0
-    ("brain_mri_sr", "brain_mri_recon_seg", "multi_gpu_train.json", {"validate#rank_handlers", "validate#evaluator#val_handlers"}),
+    # the slab fine-tune has no validation, so no validation handlers to keep off ranks > 0, and
+    # it starts from its stage bundles' weights, so it takes no --init_weights
+    ("brain_mri_sr", "brain_mri_recon_seg", "multi_gpu_train.json",
+     {"validate#rank_handlers", "validate#evaluator#val_handlers", "initialize#4"}),
 ]
 
 MAX_EXPRESSIONS = 265  # issue 18: at most half of the 531 the configs held when it was filed
@@ -93,6 +95,18 @@ def test_configs_meant_to_differ_in_a_few_ids_differ_in_no_other(first, second, 
 def test_the_drift_groups_name_real_files_and_the_flattening_sees_values():
     assert all(_file(b, g).is_file() for g, bundles in IDENTICAL.items() for b in bundles)
     assert flatten({"a": {"b": [1, {"c": []}]}}) == {"a#b#0": 1, "a#b#1#c": []}
+
+
+@pytest.mark.parametrize("bundle", [b for b in TRAINED if _file(b, "multi_gpu_train.json").is_file()])
+def test_the_multi_gpu_overlay_loads_every_checkpoint_train_json_loads(bundle):
+    """The overlay replaces ``initialize`` whole (it must start the process group first), so a
+    loading step added to train.json and not to the overlay is silently skipped under torchrun:
+    ``--init_weights`` was, in every bundle, until this test."""
+    def loads(name: str) -> list[tuple]:
+        steps = json.loads(_file(bundle, name).read_text())["initialize"]
+        return [(s["load_path"], json.dumps(s["load_dict"])) for s in steps if s["_target_"] == "mribundles.configs.load_checkpoint"]
+
+    assert loads("train.json") and loads("multi_gpu_train.json") == loads("train.json")
 
 
 @pytest.mark.parametrize("bundle", TRAINED)

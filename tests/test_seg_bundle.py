@@ -159,11 +159,13 @@ def test_bad_input_fails_with_one_line_naming_the_file(problem, tmp_path):
 
 
 def test_multi_gpu_overlay_trains_with_two_processes(tiny_seg_dataset, tiny_synth_root, tmp_path):
-    """torchrun, two CPU processes (gloo): both ranks train on their own patches, rank 0 alone
-    logs and saves, and the saved weights load into the plain network."""
+    """torchrun, two CPU processes (gloo): both ranks start from --init_weights and train on their
+    own patches, rank 0 alone logs and saves, and the saved weights load into the plain network."""
+    weights = BUNDLE / "models" / "model.pt"
     log = run_multi_gpu_train(BUNDLE, tmp_path, "--dataset_dir", str(tiny_seg_dataset), "--synth_data_root", str(tiny_synth_root),
                               "--max_epochs", "1", "--iterations_per_epoch", "4", "--batch_size", "2", "--val_interval", "1",
-                              "--patch_size", "[32,32,32]")
+                              "--patch_size", "[32,32,32]", "--init_weights", str(weights))
+    assert log.count(f"Restored all variables from {weights}") == 2  # into each rank's DistributedDataParallel
     assert log.count("SupervisedTrainer - INFO - Epoch[1] Complete") == 2  # ignite logs on both ranks
     assert log.count("-- train_loss:") == 2  # rank 0's StatsHandler alone: 4 // 2 iterations
     network = workflow(BUNDLE, ["inference.json"], "infer").parser.get_parsed_content("network_def")
