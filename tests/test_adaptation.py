@@ -19,6 +19,7 @@ from mribundles.adaptation import (
     ADDENDUM,
     BundleAdaptation,
     UnrolledKspaceModel,
+    UnsplittableMaskError,
     adapt,
     draw_subset,
     kspace_model,
@@ -111,7 +112,7 @@ def test_split_refuses_a_mask_with_too_few_samples():
     centre = calibration_mask(mask) & mask
     few = centre.clone()
     few[:, int(torch.nonzero(~centre.any(0))[0])] = True  # the centre and one line
-    with pytest.raises(ValueError, match="too few sampled lines"):
+    with pytest.raises(UnsplittableMaskError, match="too few sampled lines"):
         ssdu_split(few, 0.4, 0.1)
     with pytest.raises(ValueError, match="fraction"):
         draw_subset(mask, 1.5, 0)

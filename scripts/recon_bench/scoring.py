@@ -22,7 +22,7 @@ def adapted_rows(setting: dict, file: Path, reference: torch.Tensor, seed: int) 
     {method: (1, H, W) image}, [one line per bundle whose adaptation refused the mask]). Metrics
     as evaluate_recon's, plus the adaptation's seconds. A refused adaptation has no row: a site
     would get the same refusal and run the bundle as it is."""
-    from mribundles.adaptation import adapt_and_reconstruct
+    from mribundles.adaptation import UnsplittableMaskError, adapt_and_reconstruct
     from mribundles.io.kspace import load_kspace
     from mribundles.metrics import nmse, psnr, ssim
 
@@ -37,7 +37,7 @@ def adapted_rows(setting: dict, file: Path, reference: torch.Tensor, seed: int) 
         start = time.perf_counter()
         try:
             result = adapt_and_reconstruct(bundle_dir, kspace, mask)
-        except ValueError as error:  # too few samples to split (`adaptation.ssdu_split`)
+        except UnsplittableMaskError as error:  # a site gets the same refusal and runs the bundle as it is
             refused.append(f"adaptation refused ({bundle}, {setting['data']}, {setting['sampling']}): {error}")
             print(f"  {refused[-1]}", flush=True)
             continue

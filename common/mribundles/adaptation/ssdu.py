@@ -45,6 +45,7 @@ __all__ = [
     "SPLIT_UNITS",
     "AdaptationResult",
     "MaskSplit",
+    "UnsplittableMaskError",
     "adapt",
     "draw_subset",
     "holdout_loss",
@@ -57,6 +58,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLIT_UNITS = ("auto", "line", "point")
+
+
+class UnsplittableMaskError(ValueError):
+    """A mask with too few samples outside its calibration centre to split for self-supervision.
+
+    Its own class so that a caller can tell "this scan cannot be adapted on" (run the bundle as
+    it is) from any other error."""
 
 Seed = int | Sequence[int]
 
@@ -96,7 +104,8 @@ def draw_subset(mask: torch.Tensor, fraction: float, seed: Seed, keep: torch.Ten
         bool (ky, kx), a subset of ``mask & ~keep``.
 
     Raises:
-        ValueError: a bad fraction or unit, or too few candidates to draw some and leave some.
+        ValueError: a bad fraction or unit.
+        UnsplittableMaskError: too few candidates to draw some and leave some.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
@@ -110,7 +119,7 @@ def draw_subset(mask: torch.Tensor, fraction: float, seed: Seed, keep: torch.Ten
     index = torch.nonzero(candidates.cpu()).flatten().numpy()
     count = max(1, round(fraction * index.size))
     if count >= index.size:
-        raise ValueError(f"too few sampled {unit}s outside the calibration centre to split "
+        raise UnsplittableMaskError(f"too few sampled {unit}s outside the calibration centre to split "
                          f"({index.size}; a split of {fraction:.0%} needs at least 2)")
     chosen = torch.from_numpy(np.random.default_rng(seed).choice(index, size=count, replace=False))
     drawn = torch.zeros(candidates.numel(), dtype=torch.bool)
@@ -152,7 +161,7 @@ def ssdu_split(mask: torch.Tensor, loss_fraction: float = 0.4, holdout_fraction:
         MaskSplit with disjoint masks whose union is `mask`.
 
     Raises:
-        ValueError: too few samples outside the calibration centre to split.
+        UnsplittableMaskError: too few samples outside the calibration centre to split.
     """
     mask = mask.to(torch.bool)
     centre = calibration_mask(mask) & mask
@@ -320,8 +329,8 @@ def adapt(
     Raises:
         InvalidInputError: a network that returns only a magnitude image (no ``forward_kspace``),
             or one fed anything but k-space (`models.kspace_model`).
-        ValueError: a scan with too few samples outside its calibration centre to split, or a
-            ``min_improvement`` outside [0, 1).
+        UnsplittableMaskError: a scan with too few samples outside its calibration centre to split.
+        ValueError: a ``min_improvement`` outside [0, 1).
     """
     from tqdm.auto import tqdm
 
