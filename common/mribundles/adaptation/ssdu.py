@@ -66,6 +66,7 @@ class UnsplittableMaskError(ValueError):
     Its own class so that a caller can tell "this scan cannot be adapted on" (run the bundle as
     it is) from any other error."""
 
+
 Seed = int | Sequence[int]
 
 
@@ -120,7 +121,7 @@ def draw_subset(mask: torch.Tensor, fraction: float, seed: Seed, keep: torch.Ten
     count = max(1, round(fraction * index.size))
     if count >= index.size:
         raise UnsplittableMaskError(f"too few sampled {unit}s outside the calibration centre to split "
-                         f"({index.size}; a split of {fraction:.0%} needs at least 2)")
+                                    f"({index.size}; a split of {fraction:.0%} needs at least 2)")
     chosen = torch.from_numpy(np.random.default_rng(seed).choice(index, size=count, replace=False))
     drawn = torch.zeros(candidates.numel(), dtype=torch.bool)
     drawn[chosen] = True
