@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mribundles.adaptation.models import kspace_model
-from mribundles.adaptation.ssdu import AdaptationResult, adapt, ssdu_split
+from mribundles.adaptation.ssdu import AdaptationResult, UnsplittableMaskError, adapt, ssdu_split
 from mribundles.bundles import file_sha256, open_bundle, read_metadata
 from mribundles.errors import InvalidInputError
 from mribundles.io.atomic import atomic_path
@@ -72,7 +72,7 @@ def acquired_items(datalist: Sequence[dict], preprocessing: Callable[[dict], dic
                                     "adapt on scans of one coil configuration at a time", path)
         try:
             ssdu_split(sampled.cpu(), loss_fraction, holdout_fraction, 0, 0, unit)
-        except ValueError as error:
+        except UnsplittableMaskError as error:
             raise InvalidInputError(f"cannot split the acquired samples for self-supervision: {error}", path) from None
         items.append({"kspace": kspace, "mask": sampled, "file": path, "slice": index})
     if not items:
