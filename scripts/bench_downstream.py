@@ -20,9 +20,10 @@ affine step (RAS, the fixed grid at 1 mm, the moving volume resampled onto it th
 affines, intensities scaled to [0, 1]). Each then runs its own full pipeline, affine included:
 
 - affine: the bundle's affine pre-alignment alone;
-- bundle: affine pre-alignment + VoxelMorph (`brain_mri_reg_voxelmorph`);
-- refined: the same, plus ``--refine-steps`` steps of instance-specific optimisation of the
-  predicted velocity (the bundle's ``network_def#refine_steps``);
+- network: affine pre-alignment + the VoxelMorph network alone (`brain_mri_reg_voxelmorph` with
+  ``refine#steps`` 0);
+- bundle: the bundle as it runs: the same, plus its instance refinement of the predicted
+  velocity (``refine`` in its inference.json; ``--refine-steps`` overrides the number of steps);
 - ANTs SyN: `ants.registration(type_of_transform="SyN")` (rigid + affine + SyN, antspyx defaults);
 - elastix: itk-elastix's default `affine` then `bspline` parameter maps.
 
@@ -66,17 +67,18 @@ def prepared_pairs(bundle: Path):
     return [(f"{Path(p['moving_image']).name.split('.')[0]} -> {Path(p['fixed_image']).name.split('.')[0]}", before_affine(p)) for p in pairs]
 
 
-def run_bundle(bundle: Path, data: dict, affine_only: bool = False, refine_steps: int = 0):
+def run_bundle(bundle: Path, data: dict, affine_only: bool = False, refine_steps: int | None = None):
+    """The bundle's registration of one prepared pair; ``refine_steps`` overrides its ``refine#steps``."""
     import torch
     from monai.networks.blocks import Warp
 
     from mribundles.bundles import open_bundle
     from mribundles.transforms import AffineAlignd
 
-    network = open_bundle(bundle, overrides={"device": "$torch.device('cpu')"}).network()
-    # The bundle's config leaves refine_steps at the network's default (0): set on the network
-    # itself, since the bundle defines no such id to override.
-    network.refine_steps = refine_steps
+    overrides = {"device": "$torch.device('cpu')"}
+    if refine_steps is not None:
+        overrides["refine#steps"] = refine_steps
+    network = open_bundle(bundle, overrides=overrides).network()
     align = AffineAlignd(["moving_image", "moving_label"], fixed_key="fixed_image", mode=["bilinear", "nearest"])
     start = time.perf_counter()
     with torch.no_grad():
@@ -136,9 +138,9 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=REPO / "bundles/brain_mri_reg_voxelmorph")
     parser.add_argument("--sr-bundle", type=Path, default=REPO / "bundles/brain_mri_sr")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--refine-steps", type=int, default=20)
-    parser.add_argument("--methods", nargs="+", default=["affine", "bundle", "refined", "ANTs SyN", "elastix"],
-                        help="any of: affine, bundle, refined, 'ANTs SyN', elastix")
+    parser.add_argument("--refine-steps", type=int, default=None, help="the bundle's refinement steps (default: its own)")
+    parser.add_argument("--methods", nargs="+", default=["affine", "network", "bundle", "ANTs SyN", "elastix"],
+                        help="any of: affine, network, bundle, 'ANTs SyN', elastix")
     parser.add_argument("--out", type=Path, default=REPO / "results/downstream")
     args = parser.parse_args()
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)  # read by ANTs and ITK at import
@@ -170,12 +172,12 @@ def registration(args: argparse.Namespace) -> None:
 
     runners = {
         "affine": lambda d: run_bundle(args.bundle, d, affine_only=True),
-        "bundle": lambda d: run_bundle(args.bundle, d),
-        "refined": lambda d: run_bundle(args.bundle, d, refine_steps=args.refine_steps),
+        "network": lambda d: run_bundle(args.bundle, d, refine_steps=0),
+        "bundle": lambda d: run_bundle(args.bundle, d, refine_steps=args.refine_steps),
         "ANTs SyN": run_syn,
         "elastix": run_elastix,
     }
-    names = {"refined": f"bundle + {args.refine_steps} refinement steps"}
+    names = {"network": "network alone", "bundle": "bundle" if args.refine_steps is None else f"bundle, {args.refine_steps} refinement steps"}
     rows = []
     for pair, data in prepared_pairs(args.bundle):
         fixed = data["fixed_image"]

@@ -10,6 +10,8 @@ the images are still warped at full resolution.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
@@ -17,7 +19,7 @@ from monai.networks.nets import VoxelMorph, VoxelMorphUNet
 from monai.utils import convert_to_dst_type
 from torch import nn
 
-from mribundles.registration.refine import refine_velocity
+from mribundles.registration.refine import Refinement, refine_velocity
 
 __all__ = ["CoarseVoxelMorph"]
 
@@ -31,10 +33,9 @@ class CoarseVoxelMorph(nn.Module):
         unet_out_channels, final_conv_channels: as MONAI's `VoxelMorphUNet`.
         integration_steps: scaling-and-squaring steps (0: not diffeomorphic).
         factor: pooling factor between the input grid and the network's grid.
-        refine_steps: instance-specific optimisation steps on the predicted velocity
-            (`registration.refine_velocity`) before it is integrated; 0 for the network alone.
-            Settable after construction, e.g. from a config.
-        refine_lr, refine_smoothness: their step size and regulariser weight.
+        refine: instance-specific optimisation of the predicted velocity before it is integrated
+            (`registration.Refinement`, or a mapping of its fields, as a config gives it); None
+            or 0 steps for the network alone. Settable after construction.
 
     Inputs: moving, fixed (B, 1, X, Y, Z), each spatial size divisible by
     ``factor * 2 ** (len(channels) // 2)``. Output: ddf (B, 3, X, Y, Z) in voxels of the input
@@ -48,9 +49,7 @@ class CoarseVoxelMorph(nn.Module):
         final_conv_channels: tuple[int, ...] = (16,),
         integration_steps: int = 7,
         factor: int = 2,
-        refine_steps: int = 0,
-        refine_lr: float = 0.1,
-        refine_smoothness: float = 1.0,
+        refine: Refinement | Mapping | None = None,
     ):
         super().__init__()
         backbone = VoxelMorphUNet(
@@ -62,7 +61,7 @@ class CoarseVoxelMorph(nn.Module):
         )
         self.voxelmorph = VoxelMorph(backbone=backbone, integration_steps=integration_steps, spatial_dims=3)
         self.factor = factor
-        self.refine_steps, self.refine_lr, self.refine_smoothness = refine_steps, refine_lr, refine_smoothness
+        self.refine = refine if isinstance(refine, Refinement) else Refinement(**(refine or {}))
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         # plain tensors: MONAI engines hand MetaTensors, whose metadata bookkeeping would
@@ -72,10 +71,9 @@ class CoarseVoxelMorph(nn.Module):
         moving, fixed = (x.as_tensor() if isinstance(x, MetaTensor) else x for x in (moving, fixed))
         if self.factor > 1:
             moving, fixed = F.avg_pool3d(moving, self.factor), F.avg_pool3d(fixed, self.factor)
-        if self.refine_steps > 0 and self.voxelmorph.diffeomorphic:
+        if self.refine.steps > 0 and self.voxelmorph.diffeomorphic:
             velocity = self.voxelmorph.backbone(torch.cat([moving, fixed], dim=1))
-            velocity = refine_velocity(velocity, moving, fixed, self.refine_steps, self.refine_lr, self.refine_smoothness)
-            ddf = self.voxelmorph.dvf2ddf(velocity)
+            ddf = self.voxelmorph.dvf2ddf(self._refined(velocity, moving, fixed))
         else:
             _, ddf = self.voxelmorph(moving, fixed)
         if self.factor > 1:
@@ -85,3 +83,15 @@ class CoarseVoxelMorph(nn.Module):
         if isinstance(geometry, MetaTensor):
             return convert_to_dst_type(ddf, geometry)[0]
         return ddf
+
+    def _refined(self, velocity: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """The network's velocity after the refinement's steps on this pair, made on a grid
+        ``refine.factor`` times coarser (velocities are in voxels, so they scale with it)."""
+        r, f = self.refine, self.refine.factor
+        integration = self.voxelmorph.integration_steps if r.integration_steps is None else r.integration_steps
+        settings = dict(steps=r.steps, lr=r.lr, smoothness=r.smoothness, kernel_size=r.kernel_size, integration_steps=integration)
+        if f == 1:
+            return refine_velocity(velocity, moving, fixed, **settings)
+        start = F.avg_pool3d(velocity, f) / f
+        refined = refine_velocity(start, F.avg_pool3d(moving, f), F.avg_pool3d(fixed, f), **settings)
+        return velocity + F.interpolate(refined - start, scale_factor=f, mode="trilinear", align_corners=False) * f

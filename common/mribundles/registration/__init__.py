@@ -5,6 +5,6 @@ the loss of the VoxelMorph-style bundle. Displacement fields (DDFs) follow MONAI
 from mribundles.registration.affine import affine_align, affine_ddf
 from mribundles.registration.deformation import random_diffeomorphism
 from mribundles.registration.loss import RegistrationLoss
-from mribundles.registration.refine import refine_velocity
+from mribundles.registration.refine import Refinement, refine_velocity
 
-__all__ = ["RegistrationLoss", "affine_align", "affine_ddf", "random_diffeomorphism", "refine_velocity"]
+__all__ = ["Refinement", "RegistrationLoss", "affine_align", "affine_ddf", "random_diffeomorphism", "refine_velocity"]

@@ -53,7 +53,10 @@ def affine_align(
         mapping fixed coordinates to moving ones; apply with `affine_ddf`.
     """
     with torch.enable_grad():
-        shift = _normalised_centre_of_mass(moving) - _normalised_centre_of_mass(fixed)
+        # the centres of mass of the finest level's pooled images: within a pooled voxel of the
+        # full-resolution ones, only the optimisation's start, and a tenth of their cost
+        finest = scales[-1]
+        shift = _normalised_centre_of_mass(F.avg_pool3d(moving, finest)) - _normalised_centre_of_mass(F.avg_pool3d(fixed, finest))
         eye = torch.eye(3, 4, device=moving.device, dtype=moving.dtype)
         theta = eye.repeat(moving.shape[0], 1, 1)
         theta[:, :, 3] = shift

@@ -7,13 +7,14 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.networks.blocks import Warp
 from monai.transforms import MapTransform, Randomizable
 from monai.utils import ensure_tuple_rep
 
-from mribundles.registration import affine_align, affine_ddf, random_diffeomorphism
+from mribundles.registration import affine_align, random_diffeomorphism
 
 __all__ = ["AffineAlignd", "NamePaird", "RandDiffeomorphicPaird", "Warpd"]
 
@@ -22,6 +23,15 @@ def _plain(tensor: torch.Tensor) -> torch.Tensor:
     """The data of a MetaTensor as a plain tensor: an optimisation loop over MetaTensors spends
     most of its time propagating metadata (15x slower here)."""
     return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
+
+
+def _sample(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """(C, X, Y, Z) sampled at ``grid`` ((1, X, Y, Z, 3), `affine_grid` coordinates), zeros
+    outside, MetaTensor metadata kept."""
+    sampled = F.grid_sample(_plain(image)[None], grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
+    if isinstance(image, MetaTensor):
+        return MetaTensor(sampled, meta=dict(image.meta), applied_operations=list(image.applied_operations))
+    return sampled
 
 
 def _warp(image: torch.Tensor, ddf: torch.Tensor, mode: str) -> torch.Tensor:
@@ -48,9 +58,11 @@ class AffineAlignd(MapTransform):
         d = dict(data)
         moving, fixed = _plain(d[self.keys[0]]), _plain(d[self.fixed_key])
         theta = affine_align(moving[None], fixed[None])
-        ddf = affine_ddf(theta, fixed.shape[1:])[0]
+        # Sampled straight through the affine grid: the same values as warping by
+        # `affine_ddf` (tests/test_registration.py), for a third of the time on a whole head.
+        grid = F.affine_grid(theta, [1, 1, *fixed.shape[1:]], align_corners=False)
         for key, mode in self.key_iterator(d, self.mode):
-            d[key] = _warp(d[key], ddf, mode)
+            d[key] = _sample(d[key], grid, mode)
         d[self.theta_key] = theta[0]
         return d
 
