@@ -38,7 +38,8 @@ def dataset(tmp_path_factory):
 
 
 def _train(dataset, tmp_path, **override):
-    return workflow(BUNDLE, ["train.json"], "train", dataset_dir=str(dataset), recon_bundle=RECON,
+    override = {"recon_bundle": RECON, **override}
+    return workflow(BUNDLE, ["train.json"], "train", dataset_dir=str(dataset),
                     kspace_file=str(dataset / "train" / "mni_kspace.h5"), label_file=str(dataset / "train" / "mni_label.nii.gz"),
                     output_dir=str(tmp_path / "eval"), ckpt_dir=str(tmp_path / "models"), device="$torch.device('cpu')",
                     slab_slices=4, slab_step=2, max_epochs=1, iterations_per_epoch=2, **override)
@@ -105,3 +106,19 @@ def test_multi_gpu_overlay_fine_tunes_with_two_processes(dataset, tmp_path):
     assert log.count("-- train_loss:") == 2  # rank 0's StatsHandler alone: 4 // 2 iterations
     state = torch.load(tmp_path / "models" / "recon_finetuned.pt", map_location="cpu", weights_only=True)
     ReconStage(RECON, torch.device("cpu")).network.load_state_dict(state)
+
+
+@pytest.mark.parametrize("recon", ["brain_mri_recon_rvn", "brain_mri_recon_varnet", "brain_mri_recon_unet"])
+def test_every_cartesian_reconstruction_bundle_gives_the_slabs_a_preprocessing_that_reads_files(dataset, tmp_path, recon):
+    """`KspaceSlabs` hands each slice as a file and a plane. The bundles whose ``train#preprocessing``
+    takes the data engine's in-memory k-space (Recurrent VarNet, E2E-VarNet) must be read through
+    their ``train#file_preprocessing``: with the other, the default joint fine-tuning failed on its
+    first slab (an fft of the file name). (ReconResNet trains radial by default and refuses this
+    Cartesian file, naming it.)"""
+    file = dataset / "train" / "mni_kspace.h5"
+    with h5py.File(file) as f:
+        planes = f["kspace"].shape[-2:]
+    preprocessing = _train(dataset, tmp_path, recon_bundle=recon).parser.get_parsed_content("train#preprocessing")
+    item = preprocessing({"kspace": str(file), "slice": 3})
+    assert torch.is_tensor(item["target"]) and item["target"].shape[-2:] == planes, (item["target"].shape, planes)
+    assert torch.isfinite(torch.as_tensor(item["target"])).all() and float(torch.as_tensor(item["scale"])) > 0

@@ -32,7 +32,7 @@ from mribundles.errors import InvalidInputError
 from mribundles.io.geometry import stack_volume
 from mribundles.transforms.kspace import restore_scale
 
-__all__ = ["KspaceSlabs", "ReconSegLoss", "ReconSegNetwork", "SlabBatch", "read_bundle_config"]
+__all__ = ["KspaceSlabs", "ReconSegLoss", "ReconSegNetwork", "SlabBatch", "read_bundle_config", "slice_preprocessing"]
 
 
 class KspaceSlabs(torch.utils.data.Dataset):
@@ -161,3 +161,16 @@ def read_bundle_config(bundle: str | os.PathLike, name: str = "train.json"):
     """A bundle's ``configs/<name>`` parsed lazily (a MONAI ``ConfigParser``, opened by
     `bundles.open_bundle`), for a chain to take pieces of it by id."""
     return open_bundle(bundle, config=name).parser
+
+
+def slice_preprocessing(recon_training):
+    """The reconstruction bundle's training preprocessing for slices read from a k-space file, as
+    `KspaceSlabs` gives them (``{"kspace": file, "slice": z}``): ``train#file_preprocessing``
+    where the bundle has one, since there ``train#preprocessing`` takes the data engine's
+    in-memory k-space (Recurrent VarNet, E2E-VarNet), else ``train#preprocessing``.
+
+    Args:
+        recon_training: the bundle's parsed ``train.json`` (`read_bundle_config`).
+    """
+    key = "train#file_preprocessing" if "train#file_preprocessing" in recon_training else "train#preprocessing"
+    return recon_training.get_parsed_content(key)

@@ -114,6 +114,7 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "mribundles.chains.joint.ReconSegNetwork",
     "mribundles.chains.joint.read_bundle_config",
     "mribundles.chains.joint.SlabBatch",
+    "mribundles.chains.joint.slice_preprocessing",
     "mribundles.configs.attach",
     "mribundles.configs.concat",
     "mribundles.configs.device",
