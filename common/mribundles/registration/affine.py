@@ -53,8 +53,9 @@ def affine_align(
         mapping fixed coordinates to moving ones; apply with `affine_ddf`.
     """
     with torch.enable_grad():
-        # the centres of mass of the finest level's pooled images: within a pooled voxel of the
-        # full-resolution ones, only the optimisation's start, and a tenth of their cost
+        # the centres of mass of the finest level's pooled images: within half a pooled voxel of
+        # the full-resolution ones, which is close enough for the optimisation's start, at a
+        # small fraction of their cost
         finest = scales[-1]
         shift = _normalised_centre_of_mass(F.avg_pool3d(moving, finest)) - _normalised_centre_of_mass(F.avg_pool3d(fixed, finest))
         eye = torch.eye(3, 4, device=moving.device, dtype=moving.dtype)
