@@ -12,7 +12,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.networks.blocks import Warp
 from monai.transforms import MapTransform, Randomizable
-from monai.utils import ensure_tuple_rep
+from monai.utils import convert_to_dst_type, ensure_tuple_rep
 
 from mribundles.registration import affine_align, random_diffeomorphism
 
@@ -29,17 +29,13 @@ def _sample(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
     """(C, X, Y, Z) sampled at ``grid`` ((1, X, Y, Z, 3), `affine_grid` coordinates), zeros
     outside, MetaTensor metadata kept."""
     sampled = F.grid_sample(_plain(image)[None], grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
-    if isinstance(image, MetaTensor):
-        return MetaTensor(sampled, meta=dict(image.meta), applied_operations=list(image.applied_operations))
-    return sampled
+    return convert_to_dst_type(sampled, image)[0]
 
 
 def _warp(image: torch.Tensor, ddf: torch.Tensor, mode: str) -> torch.Tensor:
     """(C, X, Y, Z) and (3, X, Y, Z) -> (C, X, Y, Z), MetaTensor metadata kept."""
     warped = Warp(mode=mode, padding_mode="zeros")(_plain(image)[None], _plain(ddf)[None])[0]
-    if isinstance(image, MetaTensor):
-        return MetaTensor(warped, meta=dict(image.meta), applied_operations=list(image.applied_operations))
-    return warped
+    return convert_to_dst_type(warped, image)[0]
 
 
 class AffineAlignd(MapTransform):
