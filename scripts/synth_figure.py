@@ -6,8 +6,8 @@ only looked at, never trained on; the pulseq phantom). Below: RSS images of exam
 draws (real slices and label-map syntheses through random acquisitions), and images synthesised
 from a real label map in T1-, T2-, PD-like and random contrast beside the real T1 slices of the
 MNI template and the voxelmorph subject. The table compares the statistics of
-`mribundles.synth.realism` (noise level outside the head, coil-map smoothness, intensity
-quantiles) between the real scans and the engine's draws.
+`mribundles.synth.realism` (noise level outside the head, coil-map smoothness, phase roughness,
+intensity quantiles) between the real scans and the engine's draws.
 
     python scripts/synth_figure.py --data ../shared/data --out docs/synth_engine.png
 """
@@ -91,7 +91,7 @@ def main() -> int:
     print(f"statistics: {len(simulated)} engine draws (seed {args.seed}) against the real scans")
     print("| statistic | " + " | ".join(stats) + " | engine min / median / max |")
     print("|---|" + "---|" * (len(stats) + 1))
-    for key in ("background_ratio", "coil_smoothness"):
+    for key in ("background_ratio", "coil_smoothness", "phase_roughness"):
         low, mid, high = envelope(key)
         print(f"| {key} | " + " | ".join(f"{s[key]:.3f}" for s in stats.values()) + f" | {low:.3f} / {mid:.3f} / {high:.3f} |")
     low, mid, high = envelope("intensity_quantiles")

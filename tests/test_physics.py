@@ -23,6 +23,7 @@ from mribundles.physics import (
     sens_expand,
     sens_reduce,
     simulate_multicoil_kspace,
+    off_resonance_phase,
     smooth_phase,
 )
 
@@ -230,6 +231,25 @@ def test_smooth_phase_unit_magnitude():
     assert phase.shape == (33, 40) and phase.dtype == torch.complex64
     torch.testing.assert_close(phase.abs(), torch.ones(33, 40), rtol=0, atol=1e-6)
     assert phase.angle().std() > 0.05  # not a constant
+
+
+def test_off_resonance_phase_has_the_drawn_spread_and_scale():
+    """Unit magnitude, the requested standard deviation, and a phase that turns faster where the
+    correlation length is shorter (in mm, so the pixel size counts), reproducibly per seed."""
+    def phase(correlation_mm, pixel_mm=(1.0, 1.0), seed=0):
+        return off_resonance_phase((96, 80), pixel_mm, torch.Generator().manual_seed(seed), 2.0, correlation_mm)
+
+    def mean_step(p):
+        return float(torch.angle(p[1:] * p[:-1].conj()).abs().mean())
+
+    fine, coarse = phase(8.0), phase(40.0)
+    assert fine.shape == (96, 80) and fine.dtype == torch.complex64
+    torch.testing.assert_close(fine.abs(), torch.ones(96, 80), rtol=0, atol=1e-6)
+    small = off_resonance_phase((96, 80), (1.0, 1.0), torch.Generator().manual_seed(0), 0.5, 20.0)
+    assert float(small.angle().std()) == pytest.approx(0.5, abs=1e-3)  # within +-pi: no wrapping
+    assert mean_step(fine) > 3 * mean_step(coarse)
+    assert mean_step(phase(8.0, pixel_mm=(2.0, 2.0))) > 1.5 * mean_step(fine)  # 8 mm is 4 pixels of 2 mm
+    assert torch.equal(fine, phase(8.0)) and not torch.equal(fine, phase(8.0, seed=1))
 
 
 def test_simulate_reproducible(brain_slice):

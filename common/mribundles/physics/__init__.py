@@ -20,7 +20,13 @@ from mribundles.physics.radial import (
     golden_angle_trajectory,
     simulate_radial_kspace,
 )
-from mribundles.physics.simulate import add_noise, coil_sensitivities, simulate_multicoil_kspace, smooth_phase
+from mribundles.physics.simulate import (
+    add_noise,
+    coil_sensitivities,
+    off_resonance_phase,
+    simulate_multicoil_kspace,
+    smooth_phase,
+)
 
 __all__ = [
     "GOLDEN_ANGLE",
@@ -43,6 +49,7 @@ __all__ = [
     "lowres_affine",
     "make_mask",
     "mask_from_kspace",
+    "off_resonance_phase",
     "rss",
     "sens_expand",
     "sens_reduce",
