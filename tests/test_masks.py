@@ -93,6 +93,43 @@ def test_poisson_odd_calibration_box_found():
     assert ny >= 13 and nx >= 9
 
 
+@pytest.mark.parametrize("shape,acceleration,calib,seed", [((128, 128), 8, (10, 10), 0), ((230, 180), 4, (24, 24), 7),
+                                                        ((96, 64), 12, (4, 4), 3)])
+def test_poisson_masks_are_sigpys(shape, acceleration, calib, seed):
+    """The bounded slope search returns sigpy.mri.poisson's own mask wherever sigpy returns."""
+    import numpy as np
+    import sigpy.mri
+
+    from mribundles.physics.masks import _poisson_slope_search
+
+    expected = sigpy.mri.poisson(shape, acceleration, calib=calib, dtype=np.float32, seed=seed) > 0
+    assert np.array_equal(_poisson_slope_search(shape, acceleration, calib, seed), expected)
+
+
+def test_poisson_mask_where_sigpys_search_never_ends():
+    """A draw that hung a training run: on a 64 x 68 grid at R 9.05 with a 4 x 4 box no slope
+    reaches the target within 0.1 for this seed, and sigpy 0.1.27's bisection repeats one slope
+    forever. The search gives up on that seed (an alarm fails the test instead of hanging it)
+    and the next seed's mask is within the tolerance."""
+    import signal
+
+    from mribundles.physics.masks import _poisson_slope_search
+
+    def hung(signum, frame):
+        raise TimeoutError("the Poisson-disc slope search did not end")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        with pytest.raises(ValueError, match="no density slope gives acceleration 9.04"):
+            _poisson_slope_search((64, 68), 9.045686051275998, (4, 4), 1475626978)
+        mask = poisson_mask_2d((64, 68), 9.045686051275998, (4, 4), seed=1475626978)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert mask.shape == (64, 68) and abs(mask.numel() / int(mask.sum()) - 9.045686051275998) < 0.1
+
+
 def test_unknown_kind_lists_valid_kinds():
     with pytest.raises(ValueError, match="random1d.*equispaced1d.*poisson2d.*gaussian2d"):
         make_mask("radial", (32, 32), 4, 0.08, seed=0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import sigpy.mri
+from sigpy.mri.samp import _poisson as _bridson_sampler  # sigpy's jitted sampler; poisson() wraps a search around it
 import torch
 
 __all__ = [
@@ -146,16 +146,58 @@ def _centre_box(shape: tuple[int, int], calib: tuple[int, int]) -> np.ndarray:
 _POISSON_RETRIES = 8
 
 
+_POISSON_TOLERANCE = 0.1  # sigpy's: the achieved acceleration may miss the target by this much
+
+
+def _poisson_slope_search(shape: tuple[int, int], acceleration: float, calib: tuple[int, int], seed: int) -> np.ndarray:
+    """``sigpy.mri.poisson(shape, acceleration, calib, seed=seed) > 0``, found the same way (the
+    same bisection of the density slope, sigpy's own Bridson sampler at each step), so the masks
+    are sigpy's wherever sigpy returns. It differs where sigpy never returns: when no slope gives
+    an acceleration within the tolerance (the achieved acceleration jumps past the target, as on
+    a 64 x 68 grid at R 9.05 with a 4 x 4 box), sigpy's bisection narrows to two adjacent floats
+    and repeats the same slope forever (sigpy 0.1.27); here the search ends once the slope stops
+    moving, with ``ValueError`` as sigpy raises for a miss.
+    """
+    ny, nx = shape
+    y, x = np.mgrid[:ny, :nx]
+    x = np.maximum(abs(x - nx / 2) - calib[-1] / 2, 0)
+    x /= x.max()
+    y = np.maximum(abs(y - ny / 2) - calib[-2] / 2, 0)
+    y /= y.max()
+    r = np.sqrt(x**2 + y**2)
+    state = np.random.get_state()  # the sampler seeds numpy's global generator: restore it after
+    try:
+        low, high = 0.0, float(max(nx, ny))
+        while low < high:
+            slope = (low + high) / 2
+            if slope in (low, high):  # adjacent floats: no slope left between them
+                break
+            radius_x = np.clip((1 + r * slope) * nx / max(nx, ny), 1, None)
+            radius_y = np.clip((1 + r * slope) * ny / max(nx, ny), 1, None)
+            mask = _bridson_sampler(nx, ny, 30, radius_x, radius_y, calib, seed) * (r < 1)
+            achieved = nx * ny / np.sum(mask)
+            if abs(achieved - acceleration) < _POISSON_TOLERANCE:
+                return mask > 0
+            if achieved < acceleration:
+                low = slope
+            else:
+                high = slope
+    finally:
+        np.random.set_state(state)
+    raise ValueError(f"no density slope gives acceleration {acceleration} within {_POISSON_TOLERANCE}")
+
+
 def poisson_mask_2d(
     shape: Sequence[int], acceleration: float, calib_size: int | Sequence[int], seed: int
 ) -> torch.Tensor:
     """Variable-density Poisson-disc mask over (ky, kx), from ``sigpy.mri.poisson``.
 
-    sigpy searches the density slope until the achieved acceleration is within 0.1 of the
-    target (it raises ``ValueError`` otherwise) and leaves the corners beyond k-space radius 1
-    unsampled. It restores numpy's global random state itself. sigpy places an odd-sized
-    calibration box half a line off fastMRI's centre, so the box is also set with fastMRI's
-    placement here: ``calibration_size`` then finds it on every kind of mask.
+    The density slope is searched as ``sigpy.mri.poisson`` searches it (bisection until the
+    achieved acceleration is within 0.1 of the target; the corners beyond k-space radius 1 stay
+    unsampled), but in `_poisson_slope_search`, which gives up where sigpy would loop forever.
+    sigpy places an odd-sized calibration box half a line off fastMRI's centre, so the box is
+    also set with fastMRI's placement here: ``calibration_size`` then finds it on every kind of
+    mask.
 
     Args:
         shape: (ky, kx).
@@ -168,13 +210,12 @@ def poisson_mask_2d(
     """
     ky, kx = _check_shape(shape)
     calib = _calib_pair(calib_size)
-    # sigpy's slope search fails for some seeds ("Cannot generate mask to satisfy accel");
+    # The slope search fails for some seeds (no slope reaches the target within the tolerance);
     # retrying with seeds derived from the given one keeps the result a function of the seed.
     for attempt in range(_POISSON_RETRIES):
         try:
-            mask = sigpy.mri.poisson((ky, kx), acceleration, calib=calib, dtype=np.float32,
-                                     seed=int(seed) + attempt * 1_000_003)
-            return torch.from_numpy((mask > 0) | _centre_box((ky, kx), calib))
+            mask = _poisson_slope_search((ky, kx), acceleration, calib, int(seed) + attempt * 1_000_003)
+            return torch.from_numpy(mask | _centre_box((ky, kx), calib))
         except ValueError:
             continue
     raise ValueError(f"no Poisson-disc mask of acceleration {acceleration} for shape {(ky, kx)} "
