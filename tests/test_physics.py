@@ -19,11 +19,11 @@ from mribundles.physics import (
     fft2c,
     ifft2c,
     make_mask,
+    off_resonance_phase,
     rss,
     sens_expand,
     sens_reduce,
     simulate_multicoil_kspace,
-    off_resonance_phase,
     smooth_phase,
 )
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sigpy.mri.samp import _poisson as _bridson_sampler  # sigpy's jitted sampler; poisson() wraps a search around it
+# sigpy's jitted Bridson sampler: sigpy.mri.poisson only wraps its slope search around it.
+from sigpy.mri.samp import _poisson as _bridson_sampler
 import torch
 
 __all__ = [
@@ -144,8 +145,6 @@ def _centre_box(shape: tuple[int, int], calib: tuple[int, int]) -> np.ndarray:
 
 
 _POISSON_RETRIES = 8
-
-
 _POISSON_TOLERANCE = 0.1  # sigpy's: the achieved acceleration may miss the target by this much
 
 

@@ -58,8 +58,8 @@ class AcquisitionRanges:
     # Off-resonance phase: its standard deviation over the field of view (rad, uniform from 0, so
     # some draws have none) and the scale it varies on (mm). `synth.realism`'s phase roughness
     # (mean phase step between neighbouring pixels) is 0.38 rad on the real in-vivo brain; with
-    # the polynomial phase alone 9 in 10 engine draws stayed under 0.12, and a network trained
-    # on them fell below zero-filling on simulated k-space as rough as the real brain's.
+    # the polynomial phase alone 9 in 10 engine draws stayed under 0.12, and the RVN bundle
+    # trained on them fell below zero-filling on a third of rough draws (scripts/phase_gap.py).
     off_resonance_std_rad: tuple[float, float] = (0.0, 3.0)
     off_resonance_correlation_mm: tuple[float, float] = (8.0, 40.0)
 
